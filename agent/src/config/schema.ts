@@ -1,0 +1,94 @@
+import { z } from 'zod';
+
+/**
+ * The agent's whole configuration: one schema, defaults here, documented in README "Configuration".
+ * Layers (lowest first): these defaults → YAML file (--config) → OUTPOST_* env → command-line flags.
+ * Objects are strict so a misspelt key is an error, not a silently ignored setting.
+ */
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
+
+export const PROVIDERS = ['tensorrt', 'cuda', 'openvino', 'cpu'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+
+export const AgentConfigSchema = z.strictObject({
+  /** Directory for the agent's SQLite database, caches and (by default) the model repository. */
+  dataDir: z.string().min(1).default('./data'),
+  /** Triton-style model repository: <dir>/<name>/<version>/model.onnx (+ manifest.json). Default <dataDir>/models. */
+  modelRepository: z.string().min(1).optional(),
+  http: z
+    .strictObject({
+      host: z.string().min(1).default('0.0.0.0'),
+      port: int(0, 65535).default(8500),
+      /** Time for a client to send all request headers; slowloris guard (Node's default is 60 s). */
+      headersTimeoutMs: int(100).default(10_000),
+      /** Time for a client to send the whole request, body included. */
+      requestTimeoutMs: int(100).default(30_000),
+      keepAliveTimeoutMs: int(100).default(5_000),
+      /** Most simultaneous sockets; more are refused at accept. 0 = unlimited. */
+      maxConnections: int(0).default(1024),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      /** Largest request body in bytes (images, JSON and binary tensors). Enforced while streaming. */
+      maxBodyBytes: int(1024).default(32 * 1024 * 1024),
+      /** Largest decoded image in pixels (width × height). A 20 MP camera fits; decompression bombs do not. */
+      maxImagePixels: int(1).default(40_000_000),
+      /** Largest element count of one input tensor (shape product). */
+      maxTensorElements: int(1).default(16 * 1024 * 1024),
+      /** Deepest JSON nesting accepted. */
+      maxJsonDepth: int(2, 1000).default(32),
+      /** Longest time a request may wait and run for an inference answer (queue + compute). */
+      inferenceTimeoutMs: int(1).default(10_000),
+    })
+    .prefault({}),
+  models: z
+    .strictObject({
+      /** Which versions of each model to serve: the highest only, or every version found. */
+      versionPolicy: z.enum(['latest', 'all']).default('latest'),
+      /** Pin models to specific versions, overriding versionPolicy: { yolov8n: [3] }. */
+      pinned: z.record(z.string(), z.array(int(1)).min(1)).default({}),
+      /** Dummy-input runs when a version loads, so the first real request does not pay for lazy init. */
+      warmupRuns: int(0, 100).default(1),
+    })
+    .prefault({}),
+  inference: z
+    .strictObject({
+      /** Execution providers in order of preference; the first one this runtime and box can use wins. */
+      providers: z.array(z.enum(PROVIDERS)).min(1).default(['tensorrt', 'cuda', 'openvino', 'cpu']),
+      /** onnxruntime intra-op threads per session; 0 = onnxruntime's default (one per core). */
+      intraOpThreads: int(0, 1024).default(0),
+      /** onnxruntime inter-op threads per session; 0 = onnxruntime's default. */
+      interOpThreads: int(0, 1024).default(0),
+      /** Directory holding a GPU build of onnxruntime (libonnxruntime.so.1 and provider libraries), e.g. JetPack's. */
+      runtimeLibraryPath: z.string().min(1).optional(),
+      /** TensorRT engine cache; default <dataDir>/trt-cache. */
+      tensorrtCacheDir: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  batching: z
+    .strictObject({
+      /** Batch requests that arrive together when the model has a dynamic batch dimension. */
+      enabled: z.boolean().default(true),
+      /** Defaults for models whose manifest has no batching section. */
+      maxBatchSize: int(1, 1024).default(8),
+      maxQueueDelayMs: z.number().min(0).max(10_000).default(2),
+      /** Requests waiting per model version beyond which new ones get 503 + Retry-After. */
+      maxQueueSize: int(1, 100_000).default(64),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
+/** The validated, defaulted configuration with paths resolved. */
+export type AgentConfig = Readonly<
+  Omit<z.output<typeof AgentConfigSchema>, 'modelRepository' | 'inference'> & {
+    modelRepository: string;
+    inference: z.output<typeof AgentConfigSchema>['inference'] & { tensorrtCacheDir: string };
+  }
+>;

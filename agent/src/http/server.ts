@@ -1,0 +1,96 @@
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { AgentConfig } from '../config/schema.js';
+import { fail, isAgentError, type AgentError } from '../errors.js';
+import type { InferenceService } from '../inference/inference-service.js';
+import type { ModelManager } from '../inference/model-manager.js';
+import type { AgentMetrics } from '../metrics/agent-metrics.js';
+import { registerKServeRoutes } from './routes/kserve.js';
+import { registerOpsRoutes } from './routes/ops.js';
+import { registerVisionRoutes } from './routes/vision.js';
+
+/** What the routes need from the agent; built by createAgent (the composition root). */
+export interface HttpContext {
+  config: AgentConfig;
+  models: ModelManager;
+  inference: InferenceService;
+  metrics: AgentMetrics;
+  log: Logger;
+  version: string;
+  status(): Record<string, unknown>;
+  /** False once the agent is stopping; new inference is refused with 503. */
+  accepting(): boolean;
+}
+
+/** Builds the local API (DESIGN §3.3) without listening: tests inject or listen on port 0. */
+export async function buildHttpServer(ctx: HttpContext): Promise<FastifyInstance> {
+  const { config } = ctx;
+  const app = Fastify({
+    loggerInstance: ctx.log as FastifyBaseLogger,
+    bodyLimit: config.limits.maxBodyBytes,
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    // Slowloris: a client that has not finished its headers in time is cut off (Node's default is 60 s).
+    http: { headersTimeout: config.http.headersTimeoutMs, requestTimeout: config.http.requestTimeoutMs },
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: 256 },
+  });
+  if (config.http.maxConnections > 0) app.server.maxConnections = config.http.maxConnections;
+
+  // Every body is taken as bytes, under bodyLimit counted while it streams (chunked bodies too); routes decode.
+  // The catch-all matters because `curl -d @request.json` sends application/x-www-form-urlencoded.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  await app.register(multipart, { limits: { fileSize: config.limits.maxBodyBytes, files: 1, fields: 16, parts: 32, fieldSize: 64 * 1024 } });
+
+  app.setNotFoundHandler((req, reply) => {
+    ctx.metrics.refusals.inc({ code: 'AGENT_NOT_FOUND' });
+    void reply.code(404).send(fail('AGENT_NOT_FOUND', `no route ${req.method} ${req.url.slice(0, 200)}`).toJSON());
+  });
+  app.setErrorHandler((error, req, reply) => {
+    const e = toAgentError(error);
+    ctx.metrics.refusals.inc({ code: e.code });
+    if (e.httpStatus >= 500 && e.code !== 'AGENT_OVERLOADED' && e.code !== 'AGENT_MODEL_NOT_READY') req.log.error({ err: error, url: req.url }, 'request failed');
+    else req.log.debug({ code: e.code, url: req.url }, e.message);
+    void reply.code(e.httpStatus).headers(e.headers).send(e.toJSON());
+  });
+  registerKServeRoutes(app, ctx);
+  registerVisionRoutes(app, ctx);
+  registerOpsRoutes(app, ctx);
+  return app;
+}
+
+/** Maps anything thrown into the catalog: ours as they are, fastify's by its code, the rest as internal. */
+export function toAgentError(error: unknown): AgentError {
+  if (isAgentError(error)) return error;
+  const code = (error as { code?: string }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  switch (code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+    case 'FST_REQ_FILE_TOO_LARGE':
+    case 'FST_FILES_LIMIT':
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return fail('AGENT_BODY_TOO_LARGE', `request body too large: ${message}`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return fail('AGENT_UNSUPPORTED_MEDIA_TYPE', message);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_NO_FORM_DATA':
+      return fail('AGENT_EMPTY_BODY', message);
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_ASYNC_CONSTRAINT':
+      return fail('AGENT_INVALID_REQUEST', message);
+    case 'FST_PROTO_VIOLATION':
+      return fail('AGENT_FORBIDDEN_KEY', message);
+  }
+  if ((error as { statusCode?: number }).statusCode === 400) return fail('AGENT_INVALID_REQUEST', message);
+  if ((error as { statusCode?: number }).statusCode === 413) return fail('AGENT_BODY_TOO_LARGE', message);
+  if ((error as { statusCode?: number }).statusCode === 408) return fail('AGENT_REQUEST_TIMEOUT', message);
+  return fail('AGENT_INTERNAL', `internal error: ${message.slice(0, 300)}`, { cause: error });
+}

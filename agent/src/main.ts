@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { createAgent } from './agent.js';
+import { ConfigError, loadConfig } from './config/load.js';
+import { AGENT_VERSION } from './version.js';
+
+/** argv → config → agent → signals. Only this file (and the demo) call start(). */
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port number 0–65535');
+  return n;
+}
+
+const program = new Command()
+  .name('outpost-agent')
+  .description('Outpost edge inference agent: serves ONNX models over KServe v2 HTTP on this box.')
+  .version(AGENT_VERSION, '-v, --version');
+
+program
+  .command('run')
+  .description('serve the models in the model repository until stopped (SIGINT/SIGTERM)')
+  .option('-c, --config <file>', 'YAML config file (default: none; see README "Configuration")')
+  .option('--model-repository <dir>', 'Triton-style model repository (default: <data-dir>/models)')
+  .option('--http-port <port>', 'HTTP port (default 8500)', port)
+  .option('--http-host <host>', 'address to listen on (default 0.0.0.0)')
+  .option('--data-dir <dir>', 'state directory (default ./data)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+  .addHelpText('after', '\nPrecedence: flags > OUTPOST_* environment > config file > defaults.\nExample: outpost-agent run --model-repository ./models/repository --http-port 8500')
+  .action(async (opts: { config?: string; modelRepository?: string; httpPort?: number; httpHost?: string; dataDir?: string; logLevel?: string }) => {
+    const flags: Record<string, unknown> = {};
+    if (opts.modelRepository) flags.modelRepository = opts.modelRepository;
+    if (opts.dataDir) flags.dataDir = opts.dataDir;
+    if (opts.httpPort !== undefined || opts.httpHost) flags.http = { ...(opts.httpPort !== undefined ? { port: opts.httpPort } : {}), ...(opts.httpHost ? { host: opts.httpHost } : {}) };
+    if (opts.logLevel) flags.log = { level: opts.logLevel };
+    let config;
+    try {
+      config = loadConfig({ file: opts.config ?? process.env.OUTPOST_CONFIG, env: process.env, flags });
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`outpost-agent: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+    const agent = await createAgent(config);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      agent.http.log.info({ signal }, 'stopping');
+      agent.stop().then(() => process.exit(0), (err: unknown) => {
+        process.stderr.write(`outpost-agent: error while stopping: ${String(err)}\n`);
+        process.exit(1);
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    try {
+      await agent.start();
+    } catch (err) {
+      process.stderr.write(`outpost-agent: cannot start: ${(err as Error).message}\n`);
+      await agent.stop().catch(() => undefined);
+      process.exit(1);
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`outpost-agent: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

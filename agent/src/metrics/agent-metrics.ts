@@ -1,0 +1,32 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Latency buckets in seconds: 0.5 ms to 10 s, dense where edge inference lives (5–500 ms). */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * The agent's Prometheus metrics (DESIGN §3.3), one registry per agent instance (no global state).
+ * Names follow Prometheus conventions: base units in the name, counters end in _total.
+ */
+export function createAgentMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const mv = ['model', 'version'] as const;
+  return {
+    registry,
+    requests: new Counter({ name: 'outpost_inference_requests_total', help: 'Inference requests received per model version, answered or not.', labelNames: mv, registers: [registry] }),
+    successes: new Counter({ name: 'outpost_inference_success_total', help: 'Inference requests answered with a result.', labelNames: mv, registers: [registry] }),
+    failures: new Counter({ name: 'outpost_inference_failures_total', help: 'Inference requests that ended in an error, by error code.', labelNames: [...mv, 'code'], registers: [registry] }),
+    requestDuration: new Histogram({ name: 'outpost_inference_request_duration_seconds', help: 'Time from request arrival to response, including decode, queue, compute and postprocessing.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    queueDuration: new Histogram({ name: 'outpost_inference_queue_duration_seconds', help: 'Time a request waited in the model queue before its batch started.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    computeDuration: new Histogram({ name: 'outpost_inference_compute_duration_seconds', help: 'onnxruntime session.run time of the batch a request ran in.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    preprocessDuration: new Histogram({ name: 'outpost_inference_preprocess_duration_seconds', help: 'Image decode and preprocessing time.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    batchSize: new Histogram({ name: 'outpost_inference_batch_size', help: 'Rows per session.run call (dynamic batching).', labelNames: mv, buckets: [1, 2, 3, 4, 6, 8, 12, 16, 32, 64], registers: [registry] }),
+    pending: new Gauge({ name: 'outpost_inference_pending_requests', help: 'Requests queued or running per model version.', labelNames: mv, registers: [registry] }),
+    modelLoadSeconds: new Gauge({ name: 'outpost_model_load_duration_seconds', help: 'Time the last load of a model version took (session creation and warm-up).', labelNames: mv, registers: [registry] }),
+    modelReady: new Gauge({ name: 'outpost_model_ready', help: '1 when the model version is loaded and serving, 0 when it failed to load.', labelNames: mv, registers: [registry] }),
+    modelLoadFailures: new Counter({ name: 'outpost_model_load_failures_total', help: 'Model version loads that failed (corrupt file, bad manifest, unsupported operators).', labelNames: mv, registers: [registry] }),
+    refusals: new Counter({ name: 'outpost_http_refused_requests_total', help: 'HTTP requests refused with a 4xx/5xx error, by error code.', labelNames: ['code'], registers: [registry] }),
+  };
+}
+
+export type AgentMetrics = ReturnType<typeof createAgentMetrics>;
