@@ -1,6 +1,8 @@
 #!/usr/bin/env node
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { createAgent } from './agent.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -42,6 +44,18 @@ program
       }
       throw err;
     }
+    const lib = config.inference.runtimeLibraryPath;
+    if (lib !== undefined) {
+      if (!existsSync(path.join(lib, 'libonnxruntime.so.1'))) {
+        process.stderr.write(`outpost-agent: inference.runtimeLibraryPath ${lib} has no libonnxruntime.so.1\n`);
+        process.exit(2);
+      }
+      // The onnxruntime binding finds libonnxruntime.so.1 through RUNPATH $ORIGIN, which LD_LIBRARY_PATH
+      // overrides; the loader reads it only at process start, so run the agent in a child that has it.
+      if (!(process.env.LD_LIBRARY_PATH ?? '').split(':').includes(lib)) return reexecWithLibraryPath(lib);
+    }
+    // Imported here, after the check above, so a parent that re-executes never loads onnxruntime itself.
+    const { createAgent } = await import('./agent.js');
     const agent = await createAgent(config);
     let stopping = false;
     const stop = (signal: string) => {
@@ -63,6 +77,13 @@ program
       process.exit(1);
     }
   });
+
+function reexecWithLibraryPath(lib: string): void {
+  const env = { ...process.env, LD_LIBRARY_PATH: [lib, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => child.kill(signal));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`outpost-agent: ${(err as Error).stack ?? String(err)}\n`);

@@ -72,7 +72,7 @@ export const AgentConfigSchema = z.strictObject({
       enabled: z.boolean().default(true),
       /** Defaults for models whose manifest has no batching section. */
       maxBatchSize: int(1, 1024).default(8),
-      maxQueueDelayMs: z.number().min(0).max(10_000).default(2),
+      maxQueueDelayMs: z.number().min(0).max(10_000).default(0),
       /** Requests waiting per model version beyond which new ones get 503 + Retry-After. */
       maxQueueSize: int(1, 100_000).default(64),
     })
