@@ -15,17 +15,28 @@
  * 2. Moment maps m, m·X, m·Y, m·X², m·Y² (X, Y = pixel-centre coordinates relative to the image
  *    centre, built in-graph with Range so the file stays tiny; centring halves the magnitudes that
  *    float32 has to carry). A 4x4 AveragePool shrinks them to 160x160 (sums are preserved ×1/16).
- * 3. For each head (stride S = 32, 64, 128 input px) an AveragePool with count_include_pad=1 sums
- *    the moments over a "small" window of 3S px and m alone over a concentric "big" window of 6S px,
- *    both centred on the stride-S grid (the pads centre them). From the sums: centroid = Σm·X/Σm,
- *    width = sqrt(12·var_x) (exact for a uniform rectangle), height likewise.
- * 4. score = presence · ratio⁴ · fill⁴ where presence = sigmoid((Σm − 64 px)/8) ignores specks,
- *    ratio = Σm_small/Σm_big is <1 when the small window cuts the object (or another same-colour
- *    object sits just outside it), and fill = Σm/(w·h) is <1 when the window holds two separate
- *    same-colour objects whose moments would merge into one wrong box.
- * 5. Every (class, cell) is one YOLO "anchor" whose class-score vector is one-hot; heads are
- *    concatenated along N. An object of size ≤ S·2 always fits wholly in some small window of the
- *    head; duplicates from neighbouring cells and heads have the same box and are removed by NMS.
+ * 3. Three heads slide windows of W = 96, 192, 384 px in steps of W/6 (16, 32, 64 px; the pads
+ *    centre the windows on the step grid). AveragePool with count_include_pad=1, run separably
+ *    (a k×1 then a 1×k pass, O(k) instead of O(k²) per output), sums the moments over each window,
+ *    and m alone over the window shrunk by a border ring of W/24 px. From the sums: centroid =
+ *    Σm·X/Σm, width = sqrt(12·var_x) (exact for a uniform rectangle), height likewise.
+ * 4. score = presence · edge · rect:
+ *    - presence = sigmoid((Σm − 64 px)/8) ignores specks;
+ *    - edge = clip(1 − 32·Σm_ring/Σm): a window that cuts an object has object pixels in its border
+ *      ring (at least ring/visible ≥ (W/24)/W = 1/24 of its mass, which scores 0), one that
+ *      holds it wholly has none. Why a border ring rather than comparing with a bigger concentric
+ *      window: the ring only looks inside the window, so a same-colour object nearby does not
+ *      suppress a correct box;
+ *    - rect ramps from 0 to 1 as fill = Σm/(w·h) goes from 0.85 to 0.95: a solid rectangle has
+ *      fill ≈ 1 (0.993 for the smallest sample object), while two separate same-colour objects in
+ *      one window have much less, and their merged moments would be one wrong box.
+ * 5. Every (class, window) is one YOLO "anchor" whose class-score vector is one-hot; heads are
+ *    concatenated along N (3·(40² + 20² + 10² + 1) = 6303 anchors). An object up to
+ *    W − step − 2·ring (72, 144, 288 px, less ~2 px of blur) always fits in some window clear of its
+ *    ring; a last whole-image head catches bigger ones when they are the only object of their
+ *    colour. Duplicates from overlapping windows and heads have the same box; NMS removes them.
+ *    Known limit: two same-colour objects so close that no window holds one without touching the
+ *    other are missed.
  */
 import { attr, GraphBuilder } from '../shared/src/onnx/graph-builder.js';
 
@@ -41,10 +52,16 @@ const RAMP_LOW = 0.13;
 const RAMP_HIGH = 0.52;
 /** Cell size of the pre-pooled moment maps, input px. */
 const CELL = 4;
-const HEAD_STRIDES = [32, 64, 128] as const;
+/** Window sizes of the grid heads, input px; each steps by a sixth of its size and has a ring of a 24th. */
+const HEAD_WINDOWS = [96, 192, 384] as const;
 /** A window needs this many object pixels to count as a detection (the 1080p sample's smallest object has ~280). */
 const MIN_PIXELS = 64;
 const PRESENCE_SOFTNESS_PX = 8;
+/** edge = 1 − EDGE_GAIN·(ring mass / window mass): 1/24 of the mass in the ring already scores 0. */
+const EDGE_GAIN = 32;
+/** fill = Σm/(w·h) below FILL_LOW scores 0, above FILL_HIGH scores fully. */
+const FILL_LOW = 0.85;
+const FILL_HIGH = 0.95;
 /** Keeps divisions finite in empty windows (Σm is exactly 0 there). */
 const EPS = 1e-3;
 
@@ -54,7 +71,7 @@ interface HeadMoments {
   w: string;
   h: string;
   score: string;
-  /** Cells per side of this head's grid. */
+  /** Windows per side of this head's grid. */
   n: number;
 }
 
@@ -84,25 +101,51 @@ function momentMaps(g: GraphBuilder, masks: string): string {
 }
 
 /** Window sums in pixel units: AveragePool over k×k cells with pads that centre windows on the grid. */
-function windowSums(g: GraphBuilder, cells: string, windowPx: number, stridePx: number, centreOffsetPx: number): string {
+function windowSums(g: GraphBuilder, cells: string, windowPx: number, stepPx: number, centreOffsetPx: number): string {
   const k = windowPx / CELL;
   const pad = (windowPx / 2 - centreOffsetPx) / CELL;
-  const mean = g.op('AveragePool', [cells], {
-    kernel_shape: attr.ints([k, k]),
-    strides: attr.ints([stridePx / CELL, stridePx / CELL]),
-    pads: attr.ints([pad, pad, pad, pad]),
+  const step = stepPx / CELL;
+  // Separable: rows then columns. ORT's AveragePool is a direct loop over the kernel, so one k×k pass costs k² per output.
+  const rowSums = g.op('AveragePool', [cells], {
+    kernel_shape: attr.ints([k, 1]),
+    strides: attr.ints([step, 1]),
+    pads: attr.ints([pad, 0, pad, 0]),
+    count_include_pad: attr.int(1),
+  });
+  const mean = g.op('AveragePool', [rowSums], {
+    kernel_shape: attr.ints([1, k]),
+    strides: attr.ints([1, step]),
+    pads: attr.ints([0, pad, 0, pad]),
     count_include_pad: attr.int(1),
   });
   // Mean over k² cells, each a mean over CELL² pixels → multiply back to a sum over pixels.
   return g.op('Mul', [mean, g.scalar(k * k * CELL * CELL)]);
 }
 
-function head(g: GraphBuilder, moments: string, massCells: string, stride: number): HeadMoments {
-  const n = DEMO_SHAPES_SIZE / stride;
-  // Windows are centred on cell centres stride·j + stride/2; small = 3 strides, big = 6 strides.
-  const small = windowSums(g, moments, 3 * stride, stride, stride / 2);
-  const bigMass = windowSums(g, massCells, 6 * stride, stride, stride / 2);
-  const [m, mx, my, mxx, myy] = g.node('Split', [small, g.ints64([C, C, C, C, C])], { axis: attr.int(1) }, 5) as [string, string, string, string, string];
+/** A grid head: windows of `windowPx` centred on step·j + step/2, step = windowPx/6. */
+function gridHead(g: GraphBuilder, moments: string, massCells: string, windowPx: number): HeadMoments {
+  const step = windowPx / 6;
+  const ring = windowPx / 24; // a multiple of CELL for every head window
+  const window = windowSums(g, moments, windowPx, step, step / 2);
+  const innerMass = windowSums(g, massCells, windowPx - 2 * ring, step, step / 2);
+  return head(g, window, innerMass, DEMO_SHAPES_SIZE / step);
+}
+
+/**
+ * The whole-image head: one window that cannot cut anything the image contains, so it catches
+ * objects too big for the grid heads. It has no border ring (inner mass = mass, edge = 1); a class
+ * with several objects gives a merged box whose low fill scores it 0.
+ */
+function wholeImageHead(g: GraphBuilder, moments: string): HeadMoments {
+  const cells = DEMO_SHAPES_SIZE / CELL;
+  const sums = g.op('Mul', [g.op('GlobalAveragePool', [moments]), g.scalar(cells * cells * CELL * CELL)]);
+  const mass = g.op('Slice', [sums, g.ints64([0]), g.ints64([C]), g.ints64([1])]);
+  return head(g, sums, mass, 1);
+}
+
+/** Boxes and scores of an n×n grid from window sums: `window` [B, 5C, n, n], `innerMass` [B, C, n, n]. */
+function head(g: GraphBuilder, window: string, innerMass: string, n: number): HeadMoments {
+  const [m, mx, my, mxx, myy] = g.node('Split', [window, g.ints64([C, C, C, C, C])], { axis: attr.int(1) }, 5) as [string, string, string, string, string];
 
   const denom = g.op('Add', [m, g.scalar(EPS)]);
   const meanX = g.op('Div', [mx, denom]);
@@ -116,14 +159,12 @@ function head(g: GraphBuilder, moments: string, massCells: string, stride: numbe
   const h = side(myy, meanY);
 
   const presence = g.op('Sigmoid', [g.op('Mul', [g.op('Sub', [m, g.scalar(MIN_PIXELS)]), g.scalar(1 / PRESENCE_SOFTNESS_PX)])]);
-  const ratio = g.op('Div', [m, g.op('Add', [bigMass, g.scalar(EPS)])]);
-  const fillRaw = g.op('Div', [m, g.op('Add', [g.op('Mul', [w, h]), g.scalar(EPS)])]);
-  const fill = g.op('Clip', [fillRaw, g.scalar(0), g.scalar(1)]);
-  const pow4 = (v: string): string => {
-    const sq = g.op('Mul', [v, v]);
-    return g.op('Mul', [sq, sq]);
-  };
-  const score = g.op('Mul', [g.op('Mul', [presence, pow4(ratio)]), pow4(fill)]);
+  const ringShare = g.op('Div', [g.op('Sub', [m, innerMass]), denom]);
+  const edge = g.op('Clip', [g.op('Sub', [g.scalar(1), g.op('Mul', [ringShare, g.scalar(EDGE_GAIN)])]), g.scalar(0), g.scalar(1)]);
+  const fill = g.op('Div', [m, g.op('Add', [g.op('Mul', [w, h]), g.scalar(EPS)])]);
+  const rampScale = 1 / (FILL_HIGH - FILL_LOW);
+  const rect = g.op('Clip', [g.op('Sub', [g.op('Mul', [fill, g.scalar(rampScale)]), g.scalar(FILL_LOW * rampScale)]), g.scalar(0), g.scalar(1)]);
+  const score = g.op('Mul', [g.op('Mul', [presence, edge]), rect]);
 
   const half = g.scalar(DEMO_SHAPES_SIZE / 2);
   return { cx: g.op('Add', [meanX, half]), cy: g.op('Add', [meanY, half]), w, h, score, n };
@@ -136,10 +177,14 @@ function rows(g: GraphBuilder, tensors: string[]): string {
   return g.op('Reshape', [cat, g.ints64([0, tensors.length, -1])]);
 }
 
-/** One-hot class rows [B, C, C·n²]: row c is `values` on class c's anchors and 0 elsewhere. */
-function oneHotRows(g: GraphBuilder, perClass: string, n: number): string {
+/** [1, C, C, 1] identity: broadcasting against [B, 1, C, cells] puts class c's values in row c only. */
+function identityMatrix(g: GraphBuilder): string {
+  return g.float32('class_one_hot', [1, C, C, 1], Array.from({ length: C * C }, (_, i) => (Math.floor(i / C) === i % C ? 1 : 0)));
+}
+
+/** One-hot class rows [B, C, C·n²]: row c holds `perClass` [B, C, n, n] on class c's anchors, 0 elsewhere. */
+function oneHotRows(g: GraphBuilder, perClass: string, eye: string, n: number): string {
   const flat = g.op('Reshape', [perClass, g.ints64([0, 1, C, n * n])]);
-  const eye = g.float32(`eye_${n}`, [1, C, C, 1], Array.from({ length: C * C }, (_, i) => (Math.floor(i / C) === i % C ? 1 : 0)));
   return g.op('Reshape', [g.op('Mul', [flat, eye]), g.ints64([0, C, -1])]);
 }
 
@@ -154,25 +199,34 @@ export function buildDemoShapes(layout: DetectorLayout): Uint8Array {
   const masks = colourMasks(g, images);
   const moments = momentMaps(g, masks);
   const massCells = g.op('Slice', [moments, g.ints64([0]), g.ints64([C]), g.ints64([1])]);
-  const heads = HEAD_STRIDES.map((s) => head(g, moments, massCells, s));
+  const heads = [...HEAD_WINDOWS.map((w) => gridHead(g, moments, massCells, w)), wholeImageHead(g, moments)];
+  const eye = identityMatrix(g);
 
   if (layout === 'yolov8') {
-    const perHead = heads.map((hd) => g.op('Concat', [rows(g, [hd.cx, hd.cy, hd.w, hd.h]), oneHotRows(g, hd.score, hd.n)], { axis: attr.int(1) }));
+    // What Ultralytics writes into its exports, so the "bare model.onnx" path (labels and input size
+    // read from the file) is exercised by this model too. Values are Python reprs, as Ultralytics writes them.
+    g.meta('names', `{${DEMO_SHAPES_LABELS.map((label, i) => `${i}: '${label}'`).join(', ')}}`);
+    g.meta('imgsz', `[${DEMO_SHAPES_SIZE}, ${DEMO_SHAPES_SIZE}]`);
+    g.meta('task', 'detect');
+    g.meta('stride', '32');
+    g.meta('author', 'Outpost demo (hand-set weights, not trained)');
+    g.meta('description', 'Outpost demo detector: solid red, green and blue rectangles on a grey background; YOLOv8 output layout');
+    g.meta('license', 'Apache-2.0');
+    const perHead = heads.map((hd) => g.op('Concat', [rows(g, [hd.cx, hd.cy, hd.w, hd.h]), oneHotRows(g, hd.score, eye, hd.n)], { axis: attr.int(1) }));
     g.op('Concat', perHead, { axis: attr.int(2) }, 'output0');
     g.output('output0', 'FLOAT', ['batch', 4 + C, 'anchors']);
   } else {
-    // YOLOv5/YOLOX rows: cx, cy, w, h, objectness, C class probabilities; score = obj × cls, so the
-    // class probabilities are the bare one-hot vector and objectness carries the score.
+    // YOLOv5/YOLOX rows: cx, cy, w, h, objectness, C class probabilities; score = obj × cls, so
+    // objectness carries the score and the class probabilities are the bare one-hot vector.
     const batch = g.op('Shape', [images], { start: attr.int(0), end: attr.int(1) });
     const perHead = heads.map((hd) => {
-      const ones = g.op('Expand', [g.op('Mul', [hd.score, g.scalar(0)]), g.ints64([1])]);
-      void batch;
-      const cls = oneHotRows(g, g.op('Add', [ones, g.scalar(1)]), hd.n);
+      const shape = g.op('Concat', [batch, g.ints64([1, 1, hd.n * hd.n])], { axis: attr.int(0) });
+      const cls = g.op('Reshape', [g.op('Expand', [eye, shape]), g.ints64([0, C, -1])]);
       return g.op('Concat', [rows(g, [hd.cx, hd.cy, hd.w, hd.h, hd.score]), cls], { axis: attr.int(1) });
     });
     const all = g.op('Concat', perHead, { axis: attr.int(2) });
-    g.op('Transpose', [all], { perm: attr.ints([0, 2, 1]) }, 'output');
-    g.output('output', 'FLOAT', ['batch', 'anchors', 5 + C]);
+    g.op('Transpose', [all], { perm: attr.ints([0, 2, 1]) }, 'output0');
+    g.output('output0', 'FLOAT', ['batch', 'anchors', 5 + C]);
   }
   return g.encode();
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createAgent } from './agent.js';
 import { ConfigError, loadConfig } from './config/load.js';
 
-const repoRoot = [path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'), path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..')].find((d) => existsSync(path.join(d, 'models')))!;
+const repoRoot = [path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..'), path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..')].find((d) => existsSync(path.join(d, 'package.json')))!;
 const args = process.argv.slice(2);
 const once = args.includes('--once');
 const portArg = args.indexOf('--port');

@@ -89,9 +89,10 @@ export function parseManifest(value: unknown): { ok: true; manifest: Manifest } 
     const schema = m.task === 'detect' ? DetectPostprocessingSchema : ClassifyPostprocessingSchema;
     const post = schema.safeParse(m.postprocessing);
     if (!post.success) {
-      return { ok: false, problems: post.error.issues.map((i) => `postprocessing.${i.path.join('.')}: ${i.message}`) };
+      return { ok: false, problems: post.error.issues.map((i) => `${['postprocessing', ...i.path].join('.')}: ${i.message}`) };
     }
-    return { ok: true, manifest: { ...m, postprocessing: post.data } };
+    // Validated but kept as written: the agent tells an unset format or softmax (guessed from the model,
+    // 'auto') from an explicit one, which the schema defaults would hide.
   }
   return { ok: true, manifest: m };
 }

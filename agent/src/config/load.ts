@@ -81,6 +81,13 @@ function readConfigFile(file: string, problems: string[]): Plain | undefined {
   for (const key of ['dataDir', 'modelRepository'] as const) {
     if (typeof layer[key] === 'string') layer[key] = path.resolve(dir, layer[key] as string);
   }
+  if (isPlain(layer.inference)) {
+    const inference = { ...layer.inference };
+    for (const key of ['runtimeLibraryPath', 'tensorrtCacheDir'] as const) {
+      if (typeof inference[key] === 'string') inference[key] = path.resolve(dir, inference[key] as string);
+    }
+    layer.inference = inference;
+  }
   return layer;
 }
 

@@ -1,5 +1,6 @@
 import multipart from '@fastify/multipart';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/schema.js';
 import { fail, isAgentError, type AgentError } from '../errors.js';
@@ -32,12 +33,39 @@ export async function buildHttpServer(ctx: HttpContext): Promise<FastifyInstance
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     // Slowloris: a client that has not finished its headers in time is cut off (Node's default is 60 s).
-    http: { headersTimeout: config.http.headersTimeoutMs, requestTimeout: config.http.requestTimeoutMs },
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      requestTimeout: config.http.requestTimeoutMs,
+      // Node checks those two timeouts only this often (default 30 s), so a tight timeout needs a tighter check.
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(config.http.headersTimeoutMs / 2))),
+    },
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    return503OnClosing: true,
+    // While closing, routes answer themselves: inference gets AGENT_SHUTTING_DOWN, readiness says false.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 256 },
+    // Refusals by the router (a malformed %-escape, a path parameter over maxParamLength) reach neither a
+    // route nor the error handler; without this fastify answers them in its own format, with no catalog code.
+    frameworkErrors(error, _req, reply) {
+      const e = toAgentError(error);
+      ctx.metrics.refusals.inc({ code: e.code });
+      void (reply as FastifyReply).code(e.httpStatus).headers(e.headers).send(e.toJSON());
+    },
+    // Refusals at the socket, before fastify has a request (headers or body not received in time,
+    // unparsable HTTP), answer in the catalog's format too; fastify's default body has no `code`.
+    clientErrorHandler(err, socket) {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? fail('AGENT_REQUEST_TIMEOUT', 'the request was not received within http.headersTimeoutMs / http.requestTimeoutMs')
+        : fail('AGENT_INVALID_REQUEST', `malformed HTTP request (${String(err.code).slice(0, 40)})`);
+      ctx.metrics.refusals.inc({ code: e.code });
+      const body = JSON.stringify(e.toJSON());
+      if (socket.writable) {
+        socket.write(`HTTP/1.1 ${e.httpStatus} ${STATUS_CODES[e.httpStatus]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      socket.destroy(err);
+    },
   });
   if (config.http.maxConnections > 0) app.server.maxConnections = config.http.maxConnections;
 
@@ -84,6 +112,7 @@ export function toAgentError(error: unknown): AgentError {
       return fail('AGENT_EMPTY_BODY', message);
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
     case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_MAX_PARAM_LENGTH':
     case 'FST_ERR_ASYNC_CONSTRAINT':
       return fail('AGENT_INVALID_REQUEST', message);
     case 'FST_PROTO_VIOLATION':

@@ -19,6 +19,9 @@ export interface BatchResult {
   batchSize: number;
 }
 
+/** The longest delay setTimeout honours (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export type RunFn = (feeds: Record<string, HostTensor>) => Promise<Record<string, HostTensor>>;
 
 interface Job {
@@ -28,6 +31,8 @@ interface Job {
   /** Inputs with equal signatures (datatypes and non-batch dims) can share a run. */
   signature: string;
   enqueuedAt: number;
+  /** Longest wait + run, in ms, from enqueuedAt. */
+  timeoutMs: number;
   settled: boolean;
   deadline: NodeJS.Timeout | undefined;
   resolve: (r: BatchResult) => void;
@@ -65,8 +70,9 @@ export class Batcher {
       return Promise.reject(fail('AGENT_BATCH_TOO_LARGE', `batch of ${rows} exceeds max_batch_size ${this.options.maxBatchSize}`));
     }
     return new Promise<BatchResult>((resolve, reject) => {
-      const job: Job = { feeds, rows, signature: signatureOf(feeds), enqueuedAt: this.now(), settled: false, deadline: undefined, resolve, reject };
-      job.deadline = setTimeout(() => this.expire(job, timeoutMs), timeoutMs);
+      const job: Job = { feeds, rows, signature: signatureOf(feeds), enqueuedAt: this.now(), timeoutMs, settled: false, deadline: undefined, resolve, reject };
+      // setTimeout turns delays over 2^31-1 ms into 1 ms; a longer deadline is as good as none.
+      job.deadline = setTimeout(() => this.expire(job, timeoutMs), Math.min(timeoutMs, MAX_TIMER_MS));
       this.queue.push(job);
       this.schedule();
     });
@@ -139,7 +145,10 @@ export class Batcher {
       for (const job of batch) {
         const mine = batch.length === 1 ? outputs : sliceOutputs(outputs, offset, job.rows, rows);
         offset += job.rows;
-        settle(job, () => job.resolve({ outputs: mine, queueMs: started - job.enqueuedAt, computeMs, batchSize: rows }));
+        // A result that arrives past its deadline is a timeout even if the timer has not fired yet (a busy event
+        // loop runs this continuation before the timer), so a caller never gets a 200 later than promised.
+        if (this.now() - job.enqueuedAt > job.timeoutMs) this.expire(job, job.timeoutMs);
+        else settle(job, () => job.resolve({ outputs: mine, queueMs: started - job.enqueuedAt, computeMs, batchSize: rows }));
       }
     } catch (err) {
       const error = isTagged(err) ? err : fail('AGENT_INFERENCE_FAILED', `inference failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`, { cause: err });

@@ -107,7 +107,6 @@ export class InferenceService {
       const result = await promise;
       this.metrics.queueDuration.observe(labels, result.queueMs / 1000);
       this.metrics.computeDuration.observe(labels, result.computeMs / 1000);
-      this.metrics.batchSize.observe(labels, result.batchSize);
       return result;
     } finally {
       this.metrics.pending.set(labels, batcher.pending);

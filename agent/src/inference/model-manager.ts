@@ -143,7 +143,14 @@ export class ModelManager {
       });
       served.spec = spec;
       for (let i = 0; i < config.models.warmupRuns; i++) await session.run(dummyFeeds(spec), spec.outputs.map((o) => o.name));
-      served.batcher = new Batcher((feeds) => session.run(feeds, spec.outputs.map((o) => o.name)), {
+      const outputNames = spec.outputs.map((o) => o.name);
+      served.batcher = new Batcher((feeds) => {
+        // One observation per session.run of the rows it carries (README: "rows per session.run"), not one per
+        // request: a batch of 8 requests is one run of 8 rows. A model without a batch dimension runs one request.
+        const first = Object.values(feeds)[0];
+        metrics.batchSize.observe(labels, spec.batching.dynamic && first && first.dims.length > 0 ? first.dims[0]! : 1);
+        return session.run(feeds, outputNames);
+      }, {
         maxBatchSize: spec.batching.maxBatchSize,
         maxQueueDelayMs: spec.batching.maxQueueDelayMs,
         maxQueueSize: spec.batching.maxQueueSize,

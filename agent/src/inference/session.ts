@@ -1,4 +1,4 @@
-import * as ort from 'onnxruntime-node';
+import { Worker } from 'node:worker_threads';
 import type { ProviderName } from '../config/schema.js';
 import type { KServeDatatype, TensorSpec } from '../../../shared/src/manifest.js';
 import type { SkippedProvider } from './providers.js';
@@ -21,70 +21,101 @@ export interface ModelSession {
   release(): Promise<void>;
 }
 
+interface WireTensor {
+  name: string;
+  type: string;
+  dims: number[];
+  data: HostTensor['data'];
+}
+
+interface WireMeta {
+  name: string;
+  isTensor: boolean;
+  type: string | undefined;
+  shape: (number | string)[];
+}
+
+type OkReply = { id: number; ok: true } & Record<string, unknown>;
+type Reply = OkReply | { id: number; error: string };
+
+const WORKER_URL = new URL('./session-worker.js', import.meta.url);
+
 /**
- * Creates the session on the first candidate provider onnxruntime accepts, falling back in order;
- * CPU is last and its failure (a corrupt or unsupported model) is the error thrown.
+ * Creates the session on its own worker thread (session-worker.js) on the first candidate provider
+ * onnxruntime accepts, falling back in order; CPU is last and its failure (a corrupt or unsupported model)
+ * is the error thrown. Runs go to that thread, so inference never blocks the event loop.
  */
 export async function createModelSession(modelBytes: Uint8Array, candidates: readonly ProviderName[], options: SessionOptions): Promise<ModelSession> {
-  const failedProviders: SkippedProvider[] = [];
-  let lastError: unknown;
-  for (const provider of candidates) {
-    try {
-      const session = await ort.InferenceSession.create(modelBytes, sessionOptions(provider, options));
-      return wrap(session, provider, failedProviders);
-    } catch (err) {
-      lastError = err;
-      if (provider !== 'cpu') failedProviders.push({ provider, reason: firstLine(err) });
-    }
-  }
-  throw lastError instanceof Error ? lastError : new Error(String(lastError));
-}
-
-function sessionOptions(provider: ProviderName, o: SessionOptions): ort.InferenceSession.SessionOptions {
-  if (provider === 'tensorrt') {
-    // The node binding's TensorRT options carry only deviceId; the engine cache is configured through the
-    // TensorRT provider's documented environment variables, so engines built at staging are reused.
-    process.env.ORT_TENSORRT_ENGINE_CACHE_ENABLE ??= '1';
-    process.env.ORT_TENSORRT_CACHE_PATH ??= o.tensorrtCacheDir;
-  }
-  const executionProviders: ort.InferenceSession.ExecutionProviderConfig[] =
-    provider === 'cpu' ? ['cpu'] : provider === 'tensorrt' ? ['tensorrt', 'cuda', 'cpu'] : [provider, 'cpu'];
-  return {
-    executionProviders,
-    graphOptimizationLevel: 'all',
-    ...(o.intraOpThreads > 0 ? { intraOpNumThreads: o.intraOpThreads } : {}),
-    ...(o.interOpThreads > 0 ? { interOpNumThreads: o.interOpThreads } : {}),
+  const worker = new Worker(WORKER_URL);
+  const pending = new Map<number, { resolve: (r: OkReply) => void; reject: (e: Error) => void }>();
+  let nextId = 1;
+  let dead: Error | undefined;
+  const failAll = (err: Error) => {
+    dead = err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
   };
-}
+  worker.on('message', (reply: Reply) => {
+    const p = pending.get(reply.id);
+    if (!p) return;
+    pending.delete(reply.id);
+    if ('error' in reply && typeof reply.error === 'string') p.reject(new Error(reply.error));
+    else p.resolve(reply as OkReply);
+  });
+  worker.on('error', (err) => failAll(err));
+  worker.on('exit', (code) => failAll(new Error(`inference thread exited (${code})`)));
+  const call = (msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<OkReply> => {
+    if (dead) return Promise.reject(dead);
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ ...msg, id }, transfer);
+    });
+  };
 
-function wrap(session: ort.InferenceSession, provider: ProviderName, failedProviders: SkippedProvider[]): ModelSession {
-  const describe = (meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpec[] =>
+  let created: OkReply;
+  try {
+    // A copy: the caller keeps its bytes (it hashed them), and the worker owns the transferred buffer.
+    const bytes = modelBytes.slice();
+    created = await call({ type: 'create', bytes, candidates, options }, [bytes.buffer]);
+  } catch (err) {
+    await worker.terminate();
+    throw err;
+  }
+  const describe = (meta: WireMeta[]): TensorSpec[] =>
     meta.map((m) => ({
       name: m.name,
-      datatype: (m.isTensor ? kserveFromOrt(m.type) : undefined) ?? ('BYTES' as KServeDatatype),
-      dims: m.isTensor ? m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) : [],
+      datatype: (m.isTensor && m.type ? kserveFromOrt(m.type) : undefined) ?? ('BYTES' as KServeDatatype),
+      dims: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)),
     }));
+
   return {
-    provider,
-    failedProviders,
-    inputs: describe(session.inputMetadata),
-    outputs: describe(session.outputMetadata),
+    provider: created.provider as ProviderName,
+    failedProviders: created.failedProviders as SkippedProvider[],
+    inputs: describe(created.inputs as WireMeta[]),
+    outputs: describe(created.outputs as WireMeta[]),
     async run(feeds, outputNames) {
-      const ortFeeds: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(DATATYPES[t.datatype].ort, t.data as never, t.dims);
-      const results = await session.run(ortFeeds, outputNames as string[]);
+      const wire: WireTensor[] = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const [name, t] of Object.entries(feeds)) {
+        // Move whole buffers to the worker; a view into a larger (possibly pooled) buffer is copied first.
+        const owns = t.data.byteOffset === 0 && t.data.byteLength === t.data.buffer.byteLength && t.data.buffer instanceof ArrayBuffer;
+        const data = owns ? t.data : (t.data.slice() as HostTensor['data']);
+        transfer.push(data.buffer as ArrayBuffer);
+        wire.push({ name, type: DATATYPES[t.datatype].ort, dims: t.dims, data });
+      }
+      const reply = await call({ type: 'run', feeds: wire, outputNames }, transfer);
       const out: Record<string, HostTensor> = {};
-      for (const [name, value] of Object.entries(results)) {
-        const datatype = kserveFromOrt(value.type);
-        if (datatype === undefined || datatype === 'BYTES') throw new Error(`output '${name}' has unsupported type ${value.type}`);
-        out[name] = { datatype: datatype as NumericDatatype, dims: [...value.dims], data: value.data as HostTensor['data'] };
+      for (const o of reply.outputs as WireTensor[]) {
+        const datatype = kserveFromOrt(o.type);
+        if (datatype === undefined || datatype === 'BYTES') throw new Error(`output '${o.name}' has unsupported type ${o.type}`);
+        out[o.name] = { datatype: datatype as NumericDatatype, dims: o.dims, data: o.data };
       }
       return out;
     },
-    release: () => session.release(),
+    async release() {
+      if (!dead) await call({ type: 'release' }).catch(() => undefined);
+      await worker.terminate();
+    },
   };
-}
-
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 300);
 }

@@ -10,6 +10,9 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 export function createAgentMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client also exports these three gauges under a _total name, which `promtool check metrics` rejects
+  // ("non-counter metrics should not have _total suffix"); the same counts stay in nodejs_active_{handles,requests,resources}.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   const mv = ['model', 'version'] as const;
   return {
     registry,

@@ -94,6 +94,9 @@ const gridCache = new Map<string, { x: Int32Array; y: Int32Array; stride: Int32A
 function yoloxGrid(n: number, inputSize: readonly [number, number] | undefined): { x: Int32Array; y: Int32Array; stride: Int32Array } {
   if (!inputSize) throw new Error('yolox decoding needs the input size');
   const key = `${inputSize[0]}x${inputSize[1]}`;
+  // Checked on every call, cached or not: a row count that differs from the grid would decode garbage boxes.
+  const cells = [8, 16, 32].reduce((sum, s) => sum + Math.floor(inputSize[0] / s) * Math.floor(inputSize[1] / s), 0);
+  if (cells !== n) throw new Error(`yolox output has ${n} rows but a ${key} input gives ${cells} grid cells`);
   const cached = gridCache.get(key);
   if (cached) return cached;
   const x = new Int32Array(n);
@@ -104,14 +107,13 @@ function yoloxGrid(n: number, inputSize: readonly [number, number] | undefined):
     const gh = Math.floor(inputSize[0] / s);
     const gw = Math.floor(inputSize[1] / s);
     for (let gy = 0; gy < gh; gy++) {
-      for (let gx = 0; gx < gw && i < n; gx++, i++) {
+      for (let gx = 0; gx < gw; gx++, i++) {
         x[i] = gx;
         y[i] = gy;
         stride[i] = s;
       }
     }
   }
-  if (i !== n) throw new Error(`yolox output has ${n} rows but a ${key} input gives ${i} grid cells`);
   const grid = { x, y, stride };
   gridCache.set(key, grid);
   return grid;

@@ -18,8 +18,12 @@ import {
   type ValueInfoProtoObject,
 } from './onnx-proto.js';
 
-/** A dimension: a non-negative number is fixed, a string is a symbolic dim_param (e.g. "batch"). */
-export type Dim = number | string;
+/**
+ * A dimension: a non-negative number is fixed, a string is a symbolic dim_param (e.g. "batch"),
+ * null is unknown and unnamed (use it when two inputs' sizes are unrelated: a shared symbolic name
+ * tells runtimes they are equal).
+ */
+export type Dim = number | string | null;
 
 /** Opsets the builder is tested with; each maps to the IR version ONNX released alongside it. */
 export type SupportedOpset = 13 | 17;
@@ -68,6 +72,7 @@ function toAttribute(name: string, value: AttrValue): AttributeProtoObject {
 
 function toDims(dims: readonly Dim[]): DimensionObject[] {
   return dims.map((d) => {
+    if (d === null) return {};
     if (typeof d === 'string') return { dim_param: d };
     if (!Number.isInteger(d) || d < 0) throw new Error(`fixed dims must be integers >= 0 (use a name for a symbolic dim), got ${d}`);
     return { dim_value: d };
@@ -158,7 +163,7 @@ export class GraphBuilder {
   node(opType: string, inputs: readonly string[], attributes: Record<string, AttrValue> = {}, outputs: readonly string[] | number = 1): string[] {
     let outNames: string[];
     if (typeof outputs === 'number') {
-      outNames = Array.from({ length: outputs }, () => this.fresh(opType));
+      outNames = Array.from({ length: outputs }, () => this.claim(this.fresh(opType)));
     } else {
       outNames = [...outputs];
       for (const name of outNames) this.claim(name);
@@ -219,16 +224,17 @@ export class GraphBuilder {
   }
 
   // INVARIANT: every value name in the graph is unique (ONNX requires SSA form).
-  private claim(name: string): void {
+  private claim(name: string): string {
     if (this.usedNames.has(name)) throw new Error(`value name "${name}" is already used in this graph`);
     this.usedNames.add(name);
+    return name;
   }
 
+  /** An unused name; the caller claims it. */
   private fresh(prefix: string): string {
     let name: string;
     do name = `${prefix}_${this.counter++}`;
     while (this.usedNames.has(name));
-    this.usedNames.add(name);
     return name;
   }
 }

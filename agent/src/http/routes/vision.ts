@@ -3,7 +3,7 @@ import { fail } from '../../errors.js';
 import type { HttpContext } from '../server.js';
 
 type Params = { name: string; version?: string };
-type Query = Record<string, string | undefined>;
+type Query = Record<string, string | string[] | undefined>;
 
 /** Raw image bodies accepted by /detect and /classify (application/octet-stream is sniffed by libvips). */
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/jpg', 'image/png', 'image/webp', 'application/octet-stream']);
@@ -41,9 +41,9 @@ export function registerVisionRoutes(app: FastifyInstance, ctx: HttpContext): vo
 async function imageBody(req: FastifyRequest): Promise<Uint8Array> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type === 'multipart/form-data') {
-    const file = await req.file();
+    const file = await req.file().catch(malformedMultipart);
     if (!file) throw fail('AGENT_EMPTY_BODY', 'multipart body has no file part');
-    const bytes = await file.toBuffer();
+    const bytes = await file.toBuffer().catch(malformedMultipart);
     if (bytes.length === 0) throw fail('AGENT_EMPTY_BODY', `file part '${file.fieldname}' is empty`);
     return bytes;
   }
@@ -55,14 +55,21 @@ async function imageBody(req: FastifyRequest): Promise<Uint8Array> {
   return body;
 }
 
-function number(raw: string | undefined, name: string, min: number, max: number): number | undefined {
+/** busboy's parse errors ("Boundary not found", "Unexpected end of form") carry no code; fastify's limit errors do and map in server.ts. */
+function malformedMultipart(err: unknown): never {
+  if (typeof (err as { code?: unknown } | undefined)?.code === 'string') throw err;
+  throw fail('AGENT_INVALID_REQUEST', `malformed multipart/form-data body: ${String((err as Error | undefined)?.message ?? err).slice(0, 200)}`);
+}
+
+function number(raw: string | string[] | undefined, name: string, min: number, max: number): number | undefined {
   if (raw === undefined) return undefined;
+  if (typeof raw !== 'string') throw fail('AGENT_BAD_QUERY', `${name} given more than once`);
   const v = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw fail('AGENT_BAD_QUERY', `${name} must be a number in [${min}, ${max}]`);
   return v;
 }
 
-function integer(raw: string | undefined, name: string, min: number, max: number): number | undefined {
+function integer(raw: string | string[] | undefined, name: string, min: number, max: number): number | undefined {
   const v = number(raw, name, min, max);
   if (v !== undefined && !Number.isInteger(v)) throw fail('AGENT_BAD_QUERY', `${name} must be an integer in [${min}, ${max}]`);
   return v;
