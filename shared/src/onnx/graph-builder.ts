@@ -101,7 +101,7 @@ export class GraphBuilder {
   private readonly outputs: ValueInfoProtoObject[] = [];
   private readonly metadata = new Map<string, string>();
   private readonly usedNames = new Set<string>();
-  private readonly scalarCache = new Map<string, string>();
+  private readonly constantCache = new Map<string, string>();
   private counter = 0;
 
   constructor(private readonly options: GraphBuilderOptions) {}
@@ -118,18 +118,21 @@ export class GraphBuilder {
     this.outputs.push(this.valueInfo(name, dtype, dims));
   }
 
+  /** Adds a float32 initializer (a weight or constant) and returns its name. Values are row-major. */
   float32(name: string, dims: readonly number[], values: ArrayLike<number>): string {
     this.checkCount(name, dims, values.length);
     const raw = rawLittleEndian(values.length, 4, (v, i) => v.setFloat32(i * 4, values[i] as number, true));
     return this.addInitializer(name, dims, 'FLOAT', raw);
   }
 
+  /** Adds an int32 initializer. */
   int32(name: string, dims: readonly number[], values: ArrayLike<number>): string {
     this.checkCount(name, dims, values.length);
     const raw = rawLittleEndian(values.length, 4, (v, i) => v.setInt32(i * 4, values[i] as number, true));
     return this.addInitializer(name, dims, 'INT32', raw);
   }
 
+  /** Adds an int64 initializer (shapes, axes, indices). */
   int64(name: string, dims: readonly number[], values: ArrayLike<number | bigint>): string {
     this.checkCount(name, dims, values.length);
     const raw = rawLittleEndian(values.length, 8, (v, i) => v.setBigInt64(i * 8, BigInt(values[i] as number | bigint), true));
@@ -139,20 +142,20 @@ export class GraphBuilder {
   /** A float32 scalar (rank 0) constant, shared between nodes that need the same value. */
   scalar(value: number): string {
     const key = `f32:${Object.is(value, -0) ? '-0' : String(value)}`;
-    const cached = this.scalarCache.get(key);
+    const cached = this.constantCache.get(key);
     if (cached) return cached;
     const name = this.float32(this.fresh('const_f32'), [], [value]);
-    this.scalarCache.set(key, name);
+    this.constantCache.set(key, name);
     return name;
   }
 
   /** A 1-D int64 constant, the usual shape of Reshape/Slice/Unsqueeze arguments. */
   ints64(values: readonly number[]): string {
     const key = `i64:${values.join(',')}`;
-    const cached = this.scalarCache.get(key);
+    const cached = this.constantCache.get(key);
     if (cached) return cached;
     const name = this.int64(this.fresh('const_i64'), [values.length], values);
-    this.scalarCache.set(key, name);
+    this.constantCache.set(key, name);
     return name;
   }
 
