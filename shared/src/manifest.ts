@@ -24,6 +24,8 @@ export const PreprocessingSchema = z.strictObject({
   /** [height, width] of the model input. */
   size: z.tuple([positiveInt, positiveInt]),
   resize: z.enum(['letterbox', 'stretch', 'center_crop']).default('letterbox'),
+  /** center_crop only: the crop's share of the resized image's short side (0.875 = resize to 256, crop 224). */
+  crop_fraction: z.number().gt(0).max(1).default(1),
   /** Where the letterboxed image sits: centred (Ultralytics) or top-left (YOLOX). */
   pad_position: z.enum(['center', 'top_left']).default('center'),
   pad_value: z.number().min(0).max(255).default(114),

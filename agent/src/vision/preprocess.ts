@@ -59,9 +59,14 @@ export async function preprocessImage(bytes: Uint8Array, target: PreprocessTarge
     pipeline = pipeline.resize(W, H, { fit: 'fill', kernel: 'linear' });
     transform = { width: w, height: h, scaleX: W / w, scaleY: H / h, padX: 0, padY: 0 };
   } else if (spec.resize === 'center_crop') {
-    const r = Math.max(W / w, H / h);
-    pipeline = pipeline.resize(W, H, { fit: 'cover', position: 'centre', kernel: 'linear' });
-    transform = { width: w, height: h, scaleX: r, scaleY: r, padX: (W - w * r) / 2, padY: (H - h * r) / 2 };
+    // Resize so the image covers size/crop_fraction (e.g. short side 256 for a 224 crop at 0.875), then crop the centre.
+    const r = Math.max(W / w, H / h) / spec.crop_fraction;
+    const nw = Math.max(W, Math.round(w * r));
+    const nh = Math.max(H, Math.round(h * r));
+    const left = Math.floor((nw - W) / 2);
+    const top = Math.floor((nh - H) / 2);
+    pipeline = pipeline.resize(nw, nh, { fit: 'fill', kernel: 'linear' }).extract({ left, top, width: W, height: H });
+    transform = { width: w, height: h, scaleX: nw / w, scaleY: nh / h, padX: -left, padY: -top };
   } else {
     const r = Math.min(W / w, H / h);
     const nw = Math.max(1, Math.round(w * r));
