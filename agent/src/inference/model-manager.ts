@@ -66,12 +66,18 @@ export class ModelManager {
     const { config, log } = this.deps;
     const scan = scanRepository(config.modelRepository);
     for (const p of scan.problems) log.warn({ problem: p }, 'model repository entry skipped');
-    // One at a time: bounds peak memory while sessions are built, and keeps the log readable.
+    const todo: { name: string; dir: VersionDir }[] = [];
     for (const m of scan.models) {
       const wanted = selectVersions(m.versions.map((v) => v.version), config.models.versionPolicy, config.models.pinned[m.name]);
       if (wanted.length === 0) log.warn({ model: m.name, pinned: config.models.pinned[m.name] }, 'no version of the model matches the version policy');
-      for (const v of m.versions.filter((x) => wanted.includes(x.version))) await this.loadVersion(m.name, v);
+      // Registered before any load, so a request for a model still waiting its turn gets 503 (loading), not 404.
+      for (const v of m.versions.filter((x) => wanted.includes(x.version))) {
+        this.register(m.name, v.version);
+        todo.push({ name: m.name, dir: v });
+      }
     }
+    // One at a time: bounds peak memory while sessions are built, and keeps the log readable.
+    for (const { name, dir } of todo) await this.loadVersion(name, dir);
     this.loading = false;
   }
 
@@ -105,13 +111,7 @@ export class ModelManager {
 
   async loadVersion(name: string, dir: VersionDir): Promise<ServedVersion> {
     const { config, metrics, state, log } = this.deps;
-    const served: ServedVersion = {
-      name, version: dir.version, state: 'loading', error: undefined, spec: undefined, session: undefined, batcher: undefined,
-      provider: undefined, skippedProviders: [...this.plan.skipped], loadMs: undefined, sha256: undefined,
-    };
-    let versions = this.models.get(name);
-    if (!versions) this.models.set(name, (versions = new Map()));
-    versions.set(dir.version, served);
+    const served = this.register(name, dir.version);
     const labels = { model: name, version: String(dir.version) };
     const started = performance.now();
     try {
@@ -171,6 +171,21 @@ export class ModelManager {
       log.error({ model: name, version: dir.version, err: served.error }, 'model version failed to load; other models keep serving');
     }
     state.recordModel({ name, version: dir.version, state: served.state, provider: served.provider ?? null, error: served.error ?? null, load_ms: served.loadMs ?? null });
+    return served;
+  }
+
+  /** The entry for a version, created in state 'loading' when new. */
+  private register(name: string, version: number): ServedVersion {
+    let versions = this.models.get(name);
+    if (!versions) this.models.set(name, (versions = new Map()));
+    let served = versions.get(version);
+    if (!served) {
+      served = {
+        name, version, state: 'loading', error: undefined, spec: undefined, session: undefined, batcher: undefined,
+        provider: undefined, skippedProviders: [...this.plan.skipped], loadMs: undefined, sha256: undefined,
+      };
+      versions.set(version, served);
+    }
     return served;
   }
 

@@ -19,7 +19,7 @@ export function createAgentMetrics() {
     requests: new Counter({ name: 'outpost_inference_requests_total', help: 'Inference requests received per model version, answered or not.', labelNames: mv, registers: [registry] }),
     successes: new Counter({ name: 'outpost_inference_success_total', help: 'Inference requests answered with a result.', labelNames: mv, registers: [registry] }),
     failures: new Counter({ name: 'outpost_inference_failures_total', help: 'Inference requests that ended in an error, by error code.', labelNames: [...mv, 'code'], registers: [registry] }),
-    requestDuration: new Histogram({ name: 'outpost_inference_request_duration_seconds', help: 'Time from request arrival to response, including decode, queue, compute and postprocessing.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    requestDuration: new Histogram({ name: 'outpost_inference_request_duration_seconds', help: 'Time to serve an inference request once its body has arrived: decode, queue, compute and postprocessing.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
     queueDuration: new Histogram({ name: 'outpost_inference_queue_duration_seconds', help: 'Time a request waited in the model queue before its batch started.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
     computeDuration: new Histogram({ name: 'outpost_inference_compute_duration_seconds', help: 'onnxruntime session.run time of the batch a request ran in.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),
     preprocessDuration: new Histogram({ name: 'outpost_inference_preprocess_duration_seconds', help: 'Image decode and preprocessing time.', labelNames: mv, buckets: LATENCY_BUCKETS, registers: [registry] }),

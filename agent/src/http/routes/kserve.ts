@@ -20,7 +20,7 @@ export function registerKServeRoutes(app: FastifyInstance, ctx: HttpContext): vo
   app.get('/v2', async () => ({
     name: 'outpost-agent',
     version: ctx.version,
-    extensions: ['binary_tensor_data', 'model_configuration', 'outpost_image_detect'],
+    extensions: ['binary_tensor_data', 'outpost_image_detect'],
   }));
 
   const metadata = async (req: FastifyRequest<{ Params: ModelParams }>) => {
