@@ -65,7 +65,14 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
 
   const http = await buildHttpServer({ config, models, inference, metrics, log, version: AGENT_VERSION, status, accepting: () => accepting });
   // Counters reach SQLite once a second rather than one fsync per request.
-  const flushTimer = setInterval(() => state.flush(), 1000);
+  const flushTimer = setInterval(() => {
+    try {
+      state.flush();
+    } catch (err) {
+      // Serving goes on; the counts stay in memory and the next tick retries.
+      log.error({ err: (err as Error).message }, 'cannot write request counters to the database');
+    }
+  }, 1000);
   flushTimer.unref();
 
   return {

@@ -27,7 +27,8 @@ async function main(): Promise<void> {
     flags: {
       modelRepository: process.env.OUTPOST_MODEL_REPOSITORY ?? repository,
       dataDir: process.env.OUTPOST_DATA_DIR ?? path.join(repoRoot, 'data/demo-agent'),
-      ...(portArg >= 0 ? { http: { port: Number(args[portArg + 1]) } } : {}),
+      // The demo repository includes test models (e.g. `slow`); keep them off the network unless asked.
+      http: { ...(process.env.OUTPOST_HTTP_HOST ? {} : { host: '127.0.0.1' }), ...(portArg >= 0 ? { port: Number(args[portArg + 1]) } : {}) },
       log: { level: process.env.OUTPOST_LOG_LEVEL ?? 'warn' },
     },
   });

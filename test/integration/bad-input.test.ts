@@ -5,6 +5,7 @@
  * chosen so that without the check it guards, the request would get a different answer (usually a 200,
  * a 500 from onnxruntime or a crash), so the test fails if the check is removed.
  */
+import sharp from 'sharp';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -127,6 +128,13 @@ describe('bad input: every refusal is a catalog error, and the agent keeps servi
     it('an input the model does not have → 400 AGENT_UNKNOWN_INPUT', async () => {
       const message = expectRefusal(await postJsonRaw(infer(), { inputs: [...VALID_SIMPLE.inputs, simpleInput('INPUT2')] }), 'AGENT_UNKNOWN_INPUT');
       expect(message).toMatch(/INPUT2/);
+      await expectStillServes(url);
+    });
+
+    it('inputs that disagree on the batch dimension → 400 AGENT_WRONG_SHAPE, so they cannot mis-slice a batch', async () => {
+      const two = { shape: [2, 16], data: Array.from({ length: 32 }, (_, i) => i) };
+      const message = expectRefusal(await postJsonRaw(infer(), { inputs: [simpleInput('INPUT0'), simpleInput('INPUT1', two)] }), 'AGENT_WRONG_SHAPE');
+      expect(message).toMatch(/batch dimension/);
       await expectStillServes(url);
     });
 
@@ -270,6 +278,14 @@ describe('bad input: every refusal is a catalog error, and the agent keeps servi
 
     it.skipIf(!GIANT)(`giant-image.jpg (20000x14000, 280 MP) → 400 AGENT_IMAGE_TOO_LARGE${GIANT ? '' : ` (skipped: ${SHARED_MISSING})`}`, async () => {
       expectRefusal(await postImage(detect(), readFileSync(GIANT!)), 'AGENT_IMAGE_TOO_LARGE');
+      await expectStillServes(url);
+    });
+
+    it('an image format other than JPEG/PNG/WebP (SVG, GIF) → 400 AGENT_IMAGE_DECODE_FAILED, though libvips could read it', async () => {
+      const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="640" height="480"><rect x="10" y="10" width="80" height="80" fill="red"/></svg>');
+      expect(expectRefusal(await postImage(detect(), svg, 'application/octet-stream'), 'AGENT_IMAGE_DECODE_FAILED')).toMatch(/svg/);
+      const gif = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 255, g: 0, b: 0 } } }).gif().toBuffer();
+      expect(expectRefusal(await postImage(detect(), gif, 'application/octet-stream'), 'AGENT_IMAGE_DECODE_FAILED')).toMatch(/gif/);
       await expectStillServes(url);
     });
 

@@ -149,6 +149,12 @@ describe('loadConfig validation', () => {
     for (const p of err.problems) expect(err.message).toContain(p);
   });
 
+  it('refuses a headers timeout longer than the request timeout (Node would throw at listen)', () => {
+    const err = configError(() => loadConfig({ env: {}, flags: { http: { requestTimeoutMs: 5000 } } }));
+    expect(err.problems.some((p) => p.startsWith('http.headersTimeoutMs:'))).toBe(true);
+    expect(() => loadConfig({ env: {}, flags: { http: { requestTimeoutMs: 5000, headersTimeoutMs: 5000 } } })).not.toThrow();
+  });
+
   it('rejects a misspelt key instead of ignoring it, nested ones too', () => {
     const file = yamlFile('typo.yaml', 'http:\n  prot: 9000\n');
     const err = configError(() => loadConfig({ file, env: {} }));

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { HostTensor } from '../../agent/src/inference/tensor.js';
 import type { Candidate } from '../../agent/src/vision/nms.js';
 import type { ImageTransform } from '../../agent/src/vision/preprocess.js';
-import { decodeYolo, toImagePixels, yoloClassCount } from '../../agent/src/vision/yolo.js';
+import { decodeYolo, toImagePixels, yoloClassCount, MAX_CANDIDATES } from '../../agent/src/vision/yolo.js';
 
 const fp32 = (dims: number[], values: number[]): HostTensor => ({ datatype: 'FP32', dims, data: Float32Array.from(values) });
 
@@ -54,8 +54,8 @@ describe('decodeYolo yolov8 [B, 4+C, N]', () => {
     expect(decodeYolo(t, 0, 'yolov8', 0.25)).toHaveLength(2);
   });
 
-  it('cuts more than 30000 candidates to the best-scoring 30000', () => {
-    const n = 30_005;
+  it(`cuts more than MAX_CANDIDATES (${MAX_CANDIDATES}) candidates to the best-scoring ones`, () => {
+    const n = MAX_CANDIDATES + 5;
     const values = new Float32Array(5 * n);
     for (let i = 0; i < n; i++) {
       values[2 * n + i] = 2; // w
@@ -63,7 +63,7 @@ describe('decodeYolo yolov8 [B, 4+C, N]', () => {
       values[4 * n + i] = 0.5 + (i / n) * 0.4; // rising scores: the first 5 anchors are the worst
     }
     const out = decodeYolo({ datatype: 'FP32', dims: [1, 5, n], data: values }, 0, 'yolov8', 0.25);
-    expect(out).toHaveLength(30_000);
+    expect(out).toHaveLength(MAX_CANDIDATES);
     expect(Math.min(...out.map((c) => c.score))).toBeCloseTo(0.5 + (5 / n) * 0.4, 5);
   });
 });

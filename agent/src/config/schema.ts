@@ -27,6 +27,8 @@ export const AgentConfigSchema = z.strictObject({
       /** Most simultaneous sockets; more are refused at accept. 0 = unlimited. */
       maxConnections: int(0).default(1024),
     })
+    // Node refuses to start a server whose headers timeout exceeds its request timeout; say so up front.
+    .refine((h) => h.headersTimeoutMs <= h.requestTimeoutMs, { message: 'headersTimeoutMs must not exceed requestTimeoutMs', path: ['headersTimeoutMs'] })
     .prefault({}),
   limits: z
     .strictObject({

@@ -1,4 +1,4 @@
-import { fail } from '../errors.js';
+import { fail, isAgentError } from '../errors.js';
 import { DATATYPES, type HostTensor } from './tensor.js';
 
 export interface BatcherOptions {
@@ -151,7 +151,7 @@ export class Batcher {
         else settle(job, () => job.resolve({ outputs: mine, queueMs: started - job.enqueuedAt, computeMs, batchSize: rows }));
       }
     } catch (err) {
-      const error = isTagged(err) ? err : fail('AGENT_INFERENCE_FAILED', `inference failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`, { cause: err });
+      const error = isAgentError(err) ? err : fail('AGENT_INFERENCE_FAILED', `inference failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`, { cause: err });
       for (const job of batch) settle(job, () => job.reject(error));
     } finally {
       this.running--;
@@ -174,10 +174,6 @@ function settle(job: Job, action: () => void): void {
   job.settled = true;
   clearTimeout(job.deadline);
   action();
-}
-
-function isTagged(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof (err as { code: unknown }).code === 'string' && String((err as { code: string }).code).startsWith('AGENT_');
 }
 
 function signatureOf(feeds: Record<string, HostTensor>): string {

@@ -101,6 +101,7 @@ export class InferenceService {
   private async submit(served: ServedVersion, feeds: Parameters<NonNullable<ServedVersion['batcher']>['submit']>[0], timeoutMs?: number): Promise<BatchResult> {
     const labels = { model: served.name, version: String(served.version) };
     const batcher = served.batcher!;
+    // A request's own parameters.timeout_ms replaces the configured deadline, as a KServe client's timeout does.
     const promise = batcher.submit(feeds, timeoutMs ?? this.limits.inferenceTimeoutMs);
     this.metrics.pending.set(labels, batcher.pending);
     try {

@@ -23,7 +23,9 @@ export interface ServedVersion {
   state: VersionState;
   error: string | undefined;
   spec: ModelSpec | undefined;
+  /** The first session (its I/O describes the model); `sessions` holds it and the other instances. */
   session: ModelSession | undefined;
+  sessions: ModelSession[];
   batcher: Batcher | undefined;
   provider: ProviderName | undefined;
   /** Preferred providers not used, with the reason (static checks and refusals at session creation). */
@@ -46,6 +48,9 @@ export class ModelManager {
   private readonly models = new Map<string, Map<number, ServedVersion>>();
   private readonly plan;
   private loading = true;
+  private closing = false;
+  /** Settles when the start-up load has finished or stopped; close() waits for it. */
+  private loadingDone: Promise<void> = Promise.resolve();
 
   constructor(private readonly deps: ModelManagerDeps) {
     this.plan = planProviders(deps.config.inference.providers, deps.runtime, deps.hardware);
@@ -62,7 +67,13 @@ export class ModelManager {
     return !this.loading;
   }
 
-  async loadRepository(): Promise<void> {
+  loadRepository(): Promise<void> {
+    const run = this.loadAll();
+    this.loadingDone = run.catch(() => undefined);
+    return run;
+  }
+
+  private async loadAll(): Promise<void> {
     const { config, log } = this.deps;
     const scan = scanRepository(config.modelRepository);
     for (const p of scan.problems) log.warn({ problem: p }, 'model repository entry skipped');
@@ -77,7 +88,10 @@ export class ModelManager {
       }
     }
     // One at a time: bounds peak memory while sessions are built, and keeps the log readable.
-    for (const { name, dir } of todo) await this.loadVersion(name, dir);
+    for (const { name, dir } of todo) {
+      if (this.closing) break;
+      await this.loadVersion(name, dir);
+    }
     this.loading = false;
   }
 
@@ -127,12 +141,18 @@ export class ModelManager {
       } catch (err) {
         throw new Error(`not a readable ONNX file: ${(err as Error).message}`);
       }
-      const session = await createModelSession(bytes, this.plan.candidates, {
+      const options = {
         intraOpThreads: config.inference.intraOpThreads,
         interOpThreads: config.inference.interOpThreads,
         tensorrtCacheDir: config.inference.tensorrtCacheDir,
-      });
+      };
+      const onDead = (err: Error) => this.markDead(served, err);
+      const session = await createModelSession(bytes, this.plan.candidates, options, onDead);
       served.session = session;
+      served.sessions = [session];
+      // instance_count sessions, each on its own thread, so that many runs of this version go in parallel.
+      for (let i = 1; i < (manifest?.instance_count ?? 1); i++) served.sessions.push(await createModelSession(bytes, [session.provider], options, onDead));
+      if (this.closing) throw new Error('agent stopping');
       served.provider = session.provider;
       served.skippedProviders.push(...session.failedProviders);
       const spec = resolveModelSpec({ inputs: session.inputs, outputs: session.outputs }, manifest, metadata, {
@@ -144,17 +164,24 @@ export class ModelManager {
       served.spec = spec;
       for (let i = 0; i < config.models.warmupRuns; i++) await session.run(dummyFeeds(spec), spec.outputs.map((o) => o.name));
       const outputNames = spec.outputs.map((o) => o.name);
-      served.batcher = new Batcher((feeds) => {
+      // INVARIANT: the batcher runs at most `concurrency` = sessions.length batches at once, so one is always free.
+      const free = [...served.sessions];
+      served.batcher = new Batcher(async (feeds) => {
         // One observation per session.run of the rows it carries (README: "rows per session.run"), not one per
         // request: a batch of 8 requests is one run of 8 rows. A model without a batch dimension runs one request.
         const first = Object.values(feeds)[0];
         metrics.batchSize.observe(labels, spec.batching.dynamic && first && first.dims.length > 0 ? first.dims[0]! : 1);
-        return session.run(feeds, outputNames);
+        const instance = free.pop()!;
+        try {
+          return await instance.run(feeds, outputNames);
+        } finally {
+          free.push(instance);
+        }
       }, {
         maxBatchSize: spec.batching.maxBatchSize,
         maxQueueDelayMs: spec.batching.maxQueueDelayMs,
         maxQueueSize: spec.batching.maxQueueSize,
-        concurrency: manifest?.instance_count ?? 1,
+        concurrency: served.sessions.length,
       });
       served.loadMs = performance.now() - started;
       served.state = 'ready';
@@ -164,14 +191,26 @@ export class ModelManager {
     } catch (err) {
       served.state = 'failed';
       served.error = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.slice(0, 500);
-      await served.session?.release().catch(() => undefined);
+      for (const s of served.sessions) await s.release().catch(() => undefined);
       served.session = undefined;
+      served.sessions = [];
       metrics.modelReady.set(labels, 0);
       metrics.modelLoadFailures.inc(labels);
       log.error({ model: name, version: dir.version, err: served.error }, 'model version failed to load; other models keep serving');
     }
-    state.recordModel({ name, version: dir.version, state: served.state, provider: served.provider ?? null, error: served.error ?? null, load_ms: served.loadMs ?? null });
+    if (!this.closing) state.recordModel({ name, version: dir.version, state: served.state, provider: served.provider ?? null, error: served.error ?? null, load_ms: served.loadMs ?? null });
     return served;
+  }
+
+  /** An inference thread died (native crash, out of memory): the version stops claiming to be ready. */
+  private markDead(served: ServedVersion, err: Error): void {
+    if (this.closing || served.state !== 'ready') return;
+    served.state = 'failed';
+    served.error = `inference thread died: ${err.message}`;
+    const labels = { model: served.name, version: String(served.version) };
+    this.deps.metrics.modelReady.set(labels, 0);
+    this.deps.log.error({ model: served.name, version: served.version, err: served.error }, 'model version stopped serving');
+    this.deps.state.recordModel({ name: served.name, version: served.version, state: 'failed', provider: served.provider ?? null, error: served.error, load_ms: served.loadMs ?? null });
   }
 
   /** The entry for a version, created in state 'loading' when new. */
@@ -181,7 +220,7 @@ export class ModelManager {
     let served = versions.get(version);
     if (!served) {
       served = {
-        name, version, state: 'loading', error: undefined, spec: undefined, session: undefined, batcher: undefined,
+        name, version, state: 'loading', error: undefined, spec: undefined, session: undefined, sessions: [], batcher: undefined,
         provider: undefined, skippedProviders: [...this.plan.skipped], loadMs: undefined, sha256: undefined,
       };
       versions.set(version, served);
@@ -189,12 +228,15 @@ export class ModelManager {
     return served;
   }
 
-  /** Waits for queued and running requests, then releases every session. */
+  /** Stops loading, waits for queued and running requests, then releases every session. */
   async close(): Promise<void> {
+    this.closing = true;
+    await this.loadingDone;
     for (const v of this.list()) {
       await v.batcher?.idle();
-      await v.session?.release().catch(() => undefined);
+      for (const s of v.sessions) await s.release().catch(() => undefined);
       v.session = undefined;
+      v.sessions = [];
     }
   }
 }

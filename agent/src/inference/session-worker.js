@@ -49,12 +49,7 @@ async function create(bytes, candidates, options) {
 }
 
 function sessionOptions(provider, o) {
-  if (provider === 'tensorrt') {
-    // The node binding's TensorRT options carry only deviceId; the engine cache is configured through the
-    // TensorRT provider's documented environment variables, so an engine built at load is reused.
-    process.env.ORT_TENSORRT_ENGINE_CACHE_ENABLE ??= '1';
-    process.env.ORT_TENSORRT_CACHE_PATH ??= o.tensorrtCacheDir;
-  }
+  // TensorRT's engine cache is configured by environment variables the main thread sets before starting us.
   const executionProviders = provider === 'cpu' ? ['cpu'] : provider === 'tensorrt' ? ['tensorrt', 'cuda', 'cpu'] : [provider, 'cpu'];
   return {
     executionProviders,

@@ -17,6 +17,7 @@ export interface ModelSession {
   readonly failedProviders: SkippedProvider[];
   readonly inputs: TensorSpec[];
   readonly outputs: TensorSpec[];
+  /** INVARIANT: takes ownership of the feeds' buffers (they are moved to the inference thread and detached). */
   run(feeds: Record<string, HostTensor>, outputNames: readonly string[]): Promise<Record<string, HostTensor>>;
   release(): Promise<void>;
 }
@@ -45,13 +46,30 @@ const WORKER_URL = new URL('./session-worker.js', import.meta.url);
  * onnxruntime accepts, falling back in order; CPU is last and its failure (a corrupt or unsupported model)
  * is the error thrown. Runs go to that thread, so inference never blocks the event loop.
  */
-export async function createModelSession(modelBytes: Uint8Array, candidates: readonly ProviderName[], options: SessionOptions): Promise<ModelSession> {
+export async function createModelSession(
+  modelBytes: Uint8Array,
+  candidates: readonly ProviderName[],
+  options: SessionOptions,
+  /** Called once if the thread dies after creation (not on release). */
+  onDead?: (err: Error) => void,
+): Promise<ModelSession> {
+  if (candidates.includes('tensorrt')) {
+    // The node binding's TensorRT options carry only deviceId; the engine cache is configured through the
+    // provider's documented environment variables. Set here, on the main thread, because a worker's native
+    // code sees the environment the worker was started with, not changes made inside it.
+    process.env.ORT_TENSORRT_ENGINE_CACHE_ENABLE ??= '1';
+    process.env.ORT_TENSORRT_CACHE_PATH ??= options.tensorrtCacheDir;
+  }
   const worker = new Worker(WORKER_URL);
+  let created = false;
+  let released = false;
   const pending = new Map<number, { resolve: (r: OkReply) => void; reject: (e: Error) => void }>();
   let nextId = 1;
   let dead: Error | undefined;
   const failAll = (err: Error) => {
+    if (dead) return;
     dead = err;
+    if (created && !released) onDead?.(err);
     for (const p of pending.values()) p.reject(err);
     pending.clear();
   };
@@ -73,11 +91,11 @@ export async function createModelSession(modelBytes: Uint8Array, candidates: rea
     });
   };
 
-  let created: OkReply;
+  let reply: OkReply;
   try {
     // A copy: the caller keeps its bytes (it hashed them), and the worker owns the transferred buffer.
     const bytes = modelBytes.slice();
-    created = await call({ type: 'create', bytes, candidates, options }, [bytes.buffer]);
+    reply = await call({ type: 'create', bytes, candidates, options }, [bytes.buffer]);
   } catch (err) {
     await worker.terminate();
     throw err;
@@ -89,11 +107,12 @@ export async function createModelSession(modelBytes: Uint8Array, candidates: rea
       dims: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)),
     }));
 
+  created = true;
   return {
-    provider: created.provider as ProviderName,
-    failedProviders: created.failedProviders as SkippedProvider[],
-    inputs: describe(created.inputs as WireMeta[]),
-    outputs: describe(created.outputs as WireMeta[]),
+    provider: reply.provider as ProviderName,
+    failedProviders: reply.failedProviders as SkippedProvider[],
+    inputs: describe(reply.inputs as WireMeta[]),
+    outputs: describe(reply.outputs as WireMeta[]),
     async run(feeds, outputNames) {
       const wire: WireTensor[] = [];
       const transfer: ArrayBuffer[] = [];
@@ -114,6 +133,7 @@ export async function createModelSession(modelBytes: Uint8Array, candidates: rea
       return out;
     },
     async release() {
+      released = true;
       if (!dead) await call({ type: 'release' }).catch(() => undefined);
       await worker.terminate();
     },

@@ -41,6 +41,11 @@ export async function toFeeds(spec: ModelSpec, inputs: RequestInput[], limits: L
   for (const m of spec.inputs) {
     if (!seen.has(m.name)) throw fail('AGENT_MISSING_INPUT', `input '${m.name}' is missing`);
   }
+  if (spec.batching.dynamic) {
+    // The batcher stacks requests along dim 0; inputs that disagree on it would mis-slice a whole batch.
+    const rows = new Set(Object.values(feeds).map((t) => t.dims[0]));
+    if (rows.size > 1) throw fail('AGENT_WRONG_SHAPE', `inputs disagree on the batch dimension: ${Object.entries(feeds).map(([n, t]) => `${n}[0]=${t.dims[0]}`).join(', ')}`);
+  }
   return { feeds, images };
 }
 
@@ -100,8 +105,9 @@ export function stackImages(spec: ModelSpec, images: PreprocessedImage[]): HostT
   const image = spec.image!;
   const [h, w] = image.spec.size;
   const per = 3 * h * w;
+  const dims = image.layout === 'NCHW' ? [images.length, 3, h, w] : [images.length, h, w, 3];
+  if (images.length === 1) return { datatype: image.datatype, dims, data: images[0]!.data };
   const data = image.datatype === 'UINT8' ? new Uint8Array(per * images.length) : new Float32Array(per * images.length);
   images.forEach((img, i) => data.set(img.data, i * per));
-  const dims = image.layout === 'NCHW' ? [images.length, 3, h, w] : [images.length, h, w, 3];
   return { datatype: image.datatype, dims, data };
 }

@@ -57,10 +57,11 @@ export class AgentStateStore {
   flush(): void {
     if (this.pending.size === 0) return;
     const rows = [...this.pending.values()];
-    this.pending.clear();
     this.db.transaction(() => {
       for (const r of rows) this.addCounts.run(r);
     })();
+    // Cleared only once committed: a failed flush (disk full, busy) keeps the counts for the next one.
+    this.pending.clear();
   }
 
   /** Lifetime counters, including what is not flushed yet. */

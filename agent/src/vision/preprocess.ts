@@ -5,6 +5,8 @@ import { fail } from '../errors.js';
 // libvips caches decoded images by default; a server sees each frame once, so the cache only costs memory.
 sharp.cache(false);
 
+const ACCEPTED_FORMATS = new Set(['jpeg', 'png', 'webp']);
+
 /** How model-space pixels map back to the original (EXIF-rotated) image: x_orig = (x_model - padX) / scaleX. */
 export interface ImageTransform {
   width: number;
@@ -45,6 +47,10 @@ export async function preprocessImage(bytes: Uint8Array, target: PreprocessTarge
     throw decodeError(err);
   }
   if (!meta.width || !meta.height) throw fail('AGENT_IMAGE_DECODE_FAILED', 'image has no dimensions');
+  // libvips reads many formats (SVG, TIFF, HEIF, GIF …); cameras send these three, and the rest is attack surface.
+  if (!ACCEPTED_FORMATS.has(meta.format ?? '')) {
+    throw fail('AGENT_IMAGE_DECODE_FAILED', `image format '${String(meta.format)}' is not accepted; send JPEG, PNG or WebP`);
+  }
   if (meta.width * meta.height > maxPixels) {
     throw fail('AGENT_IMAGE_TOO_LARGE', `image is ${meta.width}x${meta.height} (${meta.width * meta.height} pixels), over limits.maxImagePixels ${maxPixels}`);
   }
@@ -100,13 +106,19 @@ function decodeError(err: unknown): Error {
   return fail('AGENT_IMAGE_DECODE_FAILED', `cannot decode image: ${message.split('\n')[0]}`, { cause: err });
 }
 
-/** Per-channel lookup tables: value v → (v·scale − mean) / std. */
+const lutCache = new WeakMap<Preprocessing, Float32Array[]>();
+
+/** Per-channel lookup tables: value v → (v·scale − mean) / std; built once per model spec. */
 function lookupTables(spec: Preprocessing): Float32Array[] {
-  return [0, 1, 2].map((c) => {
+  const cached = lutCache.get(spec);
+  if (cached) return cached;
+  const tables = [0, 1, 2].map((c) => {
     const lut = new Float32Array(256);
     for (let v = 0; v < 256; v++) lut[v] = (v * spec.scale - spec.mean[c]!) / spec.std[c]!;
     return lut;
   });
+  lutCache.set(spec, tables);
+  return tables;
 }
 
 function toLayoutFloat(px: Uint8Array, hw: number, layout: 'NCHW' | 'NHWC', spec: Preprocessing): Float32Array {
@@ -131,7 +143,7 @@ function toLayoutFloat(px: Uint8Array, hw: number, layout: 'NCHW' | 'NHWC', spec
 }
 
 function toLayoutBytes(px: Uint8Array, hw: number, layout: 'NCHW' | 'NHWC', color: 'RGB' | 'BGR'): Uint8Array {
-  if (layout === 'NHWC' && color === 'RGB') return px;
+  if (layout === 'NHWC' && color === 'RGB') return new Uint8Array(px); // own buffer: sessions move their inputs
   const [s0, s1, s2] = color === 'BGR' ? [2, 1, 0] : [0, 1, 2];
   const out = new Uint8Array(hw * 3);
   for (let i = 0, p = 0; i < hw; i++, p += 3) {

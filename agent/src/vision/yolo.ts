@@ -2,8 +2,8 @@ import type { HostTensor } from '../inference/tensor.js';
 import type { ImageTransform } from './preprocess.js';
 import type { Candidate } from './nms.js';
 
-/** Ultralytics' pre-NMS cap: more candidates than this are cut to the best ones. */
-const MAX_CANDIDATES = 30_000;
+/** Pre-NMS cap: more candidates than this are cut to the best ones (NMS is quadratic in them, on the event loop). */
+export const MAX_CANDIDATES = 3_000;
 
 export type YoloFormat = 'yolov8' | 'yolov5' | 'yolox';
 

@@ -15,9 +15,10 @@ export function registerVisionRoutes(app: FastifyInstance, ctx: HttpContext): vo
     const served = ctx.models.resolve(req.params.name, req.params.version);
     const q = req.query;
     const options = {
-      confidence: number(q.confidence, 'confidence', 0, 1),
+      // A floor on confidence: at 0 every anchor becomes an NMS candidate, which a client could use to burn CPU.
+      confidence: number(q.confidence, 'confidence', 0.001, 1),
       iou: number(q.iou, 'iou', 0, 1),
-      maxDetections: integer(q.max_detections, 'max_detections', 1, 10_000),
+      maxDetections: integer(q.max_detections, 'max_detections', 1, 1000),
     };
     const image = await imageBody(req);
     const r = await ctx.inference.detect(served, image, options);
@@ -57,7 +58,8 @@ async function imageBody(req: FastifyRequest): Promise<Uint8Array> {
 
 /** busboy's parse errors ("Boundary not found", "Unexpected end of form") carry no code; fastify's limit errors do and map in server.ts. */
 function malformedMultipart(err: unknown): never {
-  if (typeof (err as { code?: unknown } | undefined)?.code === 'string') throw err;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && code.startsWith('FST_')) throw err; // fastify's limit errors map to 413 in server.ts
   throw fail('AGENT_INVALID_REQUEST', `malformed multipart/form-data body: ${String((err as Error | undefined)?.message ?? err).slice(0, 200)}`);
 }
 
