@@ -27,8 +27,9 @@ const LETTERBOX_640: Preprocessing = {
   color: 'RGB',
 };
 
-const BATCHING: Batching = { max_batch_size: 8, max_queue_delay_ms: 2, max_queue_size: 64 };
-const NO_BATCHING: Batching = { max_batch_size: 1, max_queue_delay_ms: 0, max_queue_size: 64 };
+// No max_queue_delay_ms: the agent's batching.maxQueueDelayMs (default 0) applies, so operators tune it in one place.
+const BATCHING: Batching = { max_batch_size: 8, max_queue_size: 64 };
+const NO_BATCHING: Batching = { max_batch_size: 1, max_queue_size: 64 };
 
 const DETECTOR_NOTE =
   'Finds solid red, green and blue rectangles on a grey background. Hand-set weights, not trained: the Outpost demo model.';
@@ -116,7 +117,7 @@ export function buildCatalog(): CatalogEntry[] {
         inputs: [{ name: 'x', datatype: 'FP32', dims: [-1, -1] }],
         outputs: [{ name: 'y', datatype: 'FP32', dims: [1] }],
         // The output has no batch dimension, so requests must never be merged into one batch.
-        batching: { max_batch_size: 1, max_queue_delay_ms: 0, max_queue_size: 16 },
+        batching: { max_batch_size: 1, max_queue_size: 16 },
       },
     },
   ];
