@@ -36,7 +36,7 @@ const USAGE = `usage: npm run bench -- [options]        (or: node dist/bench/age
   --paths kserve-json,kserve-binary,detect                                 BENCH_PATHS
   --no-real                 skip ../shared/models' YOLOv8n even when present
   --no-demo-batching        skip the demo detector's batching off/on runs
-  --max-queue-delay-ms N    batching.maxQueueDelayMs when batching is on (default 5)
+  --max-queue-delay-ms N    batching.maxQueueDelayMs when batching is on (default 0, the agent's default)
   --intra-op-threads N      onnxruntime intra-op threads, agent and bare alike (0 = onnxruntime default)
   --inter-op-threads N
   --agent-log-level L       the agent's log.level (default info, what ships)
@@ -108,7 +108,7 @@ export function parseOptions(argv = process.argv.slice(2), env = process.env): B
     bareBatchSizes: [4],
     useRealDetector: values['no-real'] !== true,
     demoBatching: values['no-demo-batching'] !== true,
-    maxQueueDelayMs: pick('max-queue-delay-ms', 5),
+    maxQueueDelayMs: pick('max-queue-delay-ms', 0),
     intraOpThreads: pick('intra-op-threads', 0),
     interOpThreads: pick('inter-op-threads', 0),
     agentLogLevel: values['agent-log-level'] ?? 'info',
