@@ -205,7 +205,7 @@ async function main(): Promise<number> {
   const demoOnly = agents.find((a) => a.label === 'demo-only');
   notes.push(
     'The load generator (bench/load-client.js, node:http keep-alive, closed loop) is its own process on the same cores as the agent, not pinned; the Client CPU column is what it takes from the agent.',
-    `Agent config: defaults except http.host 127.0.0.1, limits.inferenceTimeoutMs ${BENCH_INFERENCE_TIMEOUT_MS} (default 10000) and http.requestTimeoutMs ${BENCH_REQUEST_TIMEOUT_MS} (default 30000) so that overloaded points queue instead of failing, batching.enabled/maxQueueDelayMs as shown, log.level ${opts.agentLogLevel} (stdout to a file; fastify logs each request at info). OUTPOST_* variables are not passed to the agent.`,
+    `Agent config: defaults except http.host 127.0.0.1, limits.inferenceTimeoutMs ${BENCH_INFERENCE_TIMEOUT_MS} (default 10000) and http.requestTimeoutMs ${BENCH_REQUEST_TIMEOUT_MS} (default 30000) so that overloaded points queue instead of failing, batching.enabled/maxQueueDelayMs as shown, log.level ${opts.agentLogLevel} (stdout to a file). OUTPOST_* variables are not passed to the agent.`,
     'Cold start: spawn → first 200 from /v2/health/ready (HTTP listens first; ready once every model is loaded and its warm-up run done), polled every 10 ms; the page cache is warm (model files were just written).',
     'Bare “2 in flight”: onnxruntime-node 1.30 runs session.run synchronously on its calling thread (dist/backend.js: setImmediate → binding.run), so two in-flight runs of one session serialise. The agent therefore runs each session on its own worker thread, so its event loop keeps serving during inference.',
   );

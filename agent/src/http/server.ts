@@ -1,6 +1,6 @@
 import multipart from '@fastify/multipart';
 import { STATUS_CODES } from 'node:http';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/schema.js';
 import { fail, isAgentError, type AgentError } from '../errors.js';
@@ -29,6 +29,9 @@ export async function buildHttpServer(ctx: HttpContext): Promise<FastifyInstance
   const { config } = ctx;
   const app = Fastify({
     loggerInstance: ctx.log as FastifyBaseLogger,
+    // No log line per request: at camera frame rates that is most of the log. Refusals are counted in
+    // outpost_http_refused_requests_total and logged at debug; 5xx errors at error.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.limits.maxBodyBytes,
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
