@@ -69,7 +69,7 @@ export const SHAPES_1080P: Scene = {
 };
 
 /** mulberry32: a tiny seeded PRNG, so the noise (and thus the JPEG bytes) never changes. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -4,6 +4,7 @@
  * file), a truncated JPEG, a 20 MP camera-sized frame, and seeded random bytes.
  */
 import sharp from 'sharp';
+import { prng } from '../../models/samples.js';
 
 /** A PNG of width×height flat grey: 8000×8000 = 64 MP decodes to 192 MB of RGB but compresses to ~200 KB. */
 export function pixelBombPng(width = 8000, height = 8000): Promise<Buffer> {
@@ -40,18 +41,6 @@ export async function truncatedJpeg(): Promise<Buffer> {
   }
   const full = await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
   return full.subarray(0, Math.floor(full.length / 2));
-}
-
-/** mulberry32: a tiny seeded PRNG (same sequence every run). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** `n` seeded random bytes. */

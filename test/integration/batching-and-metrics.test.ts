@@ -53,7 +53,9 @@ const sinceThen = (before: { runs: number; rows: number }, after: { runs: number
 describe('dynamic batching, /metrics and /status', () => {
   let agent: RunningAgent;
   beforeAll(async () => {
-    agent = await startAgent({ models: ['simple', 'demo-color'] });
+    // A 20 ms queue delay: `simple` runs in microseconds, so without one a burst could drain request by request
+    // (the default 0 batches only what queued while a run was in flight).
+    agent = await startAgent({ models: ['simple', 'demo-color'], config: { batching: { maxQueueDelayMs: 20 } } });
   });
   afterAll(() => agent?.stop());
 

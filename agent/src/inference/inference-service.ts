@@ -5,8 +5,10 @@ import { looksLikeProbabilities, softmax, topK, type ClassScore } from '../visio
 import { nms } from '../vision/nms.js';
 import { preprocessImage, type PreprocessedImage } from '../vision/preprocess.js';
 import { decodeYolo, toImagePixels } from '../vision/yolo.js';
+import type { ModelSpec } from '../repository/model-spec.js';
 import type { BatchResult } from './batcher.js';
 import type { ServedVersion } from './model-manager.js';
+import type { HostTensor } from './tensor.js';
 import { stackImages, toFeeds, type Limits, type RequestInput } from './validate.js';
 
 export interface Detection {
@@ -49,40 +51,47 @@ export class InferenceService {
   }
 
   detect(served: ServedVersion, image: Uint8Array, options: DetectOptions = {}): Promise<{ detections: Detection[]; timing: Timing; width: number; height: number }> {
-    return this.track(served, async () => {
-      const spec = served.spec!;
-      if (spec.task !== 'detect' || !spec.detect || !spec.image) throw fail('AGENT_TASK_MISMATCH', `model '${served.name}' is a ${spec.task} model, not a detector`);
-      const started = performance.now();
-      const pre = await this.preprocess(served, image);
-      const result = await this.submit(served, { [spec.image.input]: stackImages(spec, [pre]) });
-      const postStart = performance.now();
-      const d = spec.detect;
-      const confidence = options.confidence ?? d.confidence;
-      const output = result.outputs[d.output]!;
-      const kept = nms(decodeYolo(output, 0, d.format, confidence, spec.image.spec.size), options.iou ?? d.iou, options.maxDetections ?? d.max_detections);
+    return this.runImage(served, image, 'detect', (spec, outputs, pre) => {
+      const d = spec.detect!;
+      const candidates = decodeYolo(outputs[d.output]!, 0, d.format, options.confidence ?? d.confidence, spec.image!.spec.size);
+      const kept = nms(candidates, options.iou ?? d.iou, options.maxDetections ?? d.max_detections);
+      const r = (v: number) => Math.round(v * 10) / 10;
       const detections = kept.map((c) => {
         const m = toImagePixels(c, pre.transform);
-        const r = (v: number) => Math.round(v * 10) / 10;
         return { label: spec.labels?.[c.classId] ?? String(c.classId), class_id: c.classId, score: Math.round(c.score * 10000) / 10000, box: { x1: r(m.box.x1), y1: r(m.box.y1), x2: r(m.box.x2), y2: r(m.box.y2) } };
       });
-      const now = performance.now();
-      return { detections, width: pre.transform.width, height: pre.transform.height, timing: timing(pre, result, now - postStart, now - started) };
+      return { detections, width: pre.transform.width, height: pre.transform.height };
     });
   }
 
   classify(served: ServedVersion, image: Uint8Array, k?: number): Promise<{ classes: ClassScore[]; timing: Timing }> {
+    return this.runImage(served, image, 'classify', (spec, outputs) => {
+      const c = spec.classify!;
+      const scores = Array.from(outputs[c.output]!.data as Float32Array);
+      const probs = c.softmax === true || (c.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+      return { classes: topK(probs, k ?? c.top_k, spec.labels).map((x) => ({ ...x, score: Math.round(x.score * 10000) / 10000 })) };
+    });
+  }
+
+  /** The image endpoints' common path: task check → preprocess → batcher → `post` on the outputs, timed per stage. */
+  private runImage<T>(
+    served: ServedVersion,
+    image: Uint8Array,
+    task: 'detect' | 'classify',
+    post: (spec: ModelSpec, outputs: Record<string, HostTensor>, pre: PreprocessedImage) => T,
+  ): Promise<T & { timing: Timing }> {
     return this.track(served, async () => {
       const spec = served.spec!;
-      if (spec.task !== 'classify' || !spec.classify || !spec.image) throw fail('AGENT_TASK_MISMATCH', `model '${served.name}' is a ${spec.task} model, not a classifier`);
+      if (spec.task !== task || !spec.image || !(task === 'detect' ? spec.detect : spec.classify)) {
+        throw fail('AGENT_TASK_MISMATCH', `model '${served.name}' is a ${spec.task} model, not a ${task === 'detect' ? 'detector' : 'classifier'}`);
+      }
       const started = performance.now();
       const pre = await this.preprocess(served, image);
       const result = await this.submit(served, { [spec.image.input]: stackImages(spec, [pre]) });
       const postStart = performance.now();
-      const scores = Array.from(result.outputs[spec.classify.output]!.data as Float32Array);
-      const probs = spec.classify.softmax === true || (spec.classify.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
-      const classes = topK(probs, k ?? spec.classify.top_k, spec.labels).map((c) => ({ ...c, score: Math.round(c.score * 10000) / 10000 }));
+      const out = post(spec, result.outputs, pre);
       const now = performance.now();
-      return { classes, timing: timing(pre, result, now - postStart, now - started) };
+      return { ...out, timing: timing(pre, result, now - postStart, now - started) };
     });
   }
 
