@@ -107,22 +107,24 @@ describe('slowloris and slow bodies (H3) are cut by the server', () => {
     const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
     try {
       await wellBehaved(10, keepAlive); // warm-up: JIT, the session's first runs
-      const baseline = await wellBehaved(30, keepAlive);
+      const baseline = await wellBehaved(100, keepAlive);
 
       const attackers = Array.from({ length: 50 }, () =>
         trickle('POST /v2/models/simple/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Slow: ', 'a', 200),
       );
       await Promise.all(attackers.map((a) => a.connected));
-      const during = await wellBehaved(30, keepAlive);
+      const during = await wellBehaved(100, keepAlive);
       const stillOpen = attackers.filter((a) => !a.isClosed()).length;
       const results = await Promise.all(attackers.map((a) => a.closed));
 
-      const p99Baseline = percentile(baseline, 99);
-      const p99During = percentile(during, 99);
-      // A floor on the baseline: single sub-millisecond requests on a shared 2-core box jitter by a few ms
-      // from scheduling alone, which says nothing about the attack.
-      const ratio = p99During / Math.max(p99Baseline, 5);
-      console.info(`[slowloris] well-behaved p99 baseline ${p99Baseline.toFixed(2)} ms, during attack ${p99During.toFixed(2)} ms (ratio ${ratio.toFixed(2)}); attackers closed after ${Math.min(...results.map((r) => r.ms)).toFixed(0)}–${Math.max(...results.map((r) => r.ms)).toFixed(0)} ms`);
+      // p95 of 100 requests: the p99 of a few dozen is their maximum, one GC pause or scheduler blip on a shared
+      // 2-core VM (seen: a single 19 ms request among 1 ms ones). A floor on the baseline for the same reason:
+      // sub-millisecond requests jitter by milliseconds from scheduling alone. A server starved by the attack
+      // shows as hundreds of milliseconds on many requests, far past 3×.
+      const p95Baseline = percentile(baseline, 95);
+      const p95During = percentile(during, 95);
+      const ratio = p95During / Math.max(p95Baseline, 10);
+      console.info(`[slowloris] well-behaved p95 baseline ${p95Baseline.toFixed(2)} ms, during attack ${p95During.toFixed(2)} ms (ratio ${ratio.toFixed(2)}); attackers closed after ${Math.min(...results.map((r) => r.ms)).toFixed(0)}–${Math.max(...results.map((r) => r.ms)).toFixed(0)} ms`);
 
       // The measurement overlapped the attack: every attacker was still connected when it ended.
       expect(stillOpen).toBe(50);
