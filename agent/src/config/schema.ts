@@ -62,6 +62,8 @@ export const AgentConfigSchema = z.strictObject({
       intraOpThreads: int(0, 1024).default(0),
       /** onnxruntime inter-op threads per session; 0 = onnxruntime's default. */
       interOpThreads: int(0, 1024).default(0),
+      /** Let onnxruntime's idle intra-op threads spin (lower latency, but they compete with image decoding for cores). */
+      allowSpinning: z.boolean().default(true),
       /** Directory holding a GPU build of onnxruntime (libonnxruntime.so.1 and provider libraries), e.g. JetPack's. */
       runtimeLibraryPath: z.string().min(1).optional(),
       /** TensorRT engine cache; default <dataDir>/trt-cache. */

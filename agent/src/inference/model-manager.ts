@@ -144,6 +144,7 @@ export class ModelManager {
       const options = {
         intraOpThreads: config.inference.intraOpThreads,
         interOpThreads: config.inference.interOpThreads,
+        allowSpinning: config.inference.allowSpinning,
         tensorrtCacheDir: config.inference.tensorrtCacheDir,
       };
       const onDead = (err: Error) => this.markDead(served, err);

@@ -56,6 +56,8 @@ function sessionOptions(provider, o) {
     graphOptimizationLevel: 'all',
     ...(o.intraOpThreads > 0 ? { intraOpNumThreads: o.intraOpThreads } : {}),
     ...(o.interOpThreads > 0 ? { interOpNumThreads: o.interOpThreads } : {}),
+    // Session config entries (session.intra_op.allow_spinning), passed through the binding's `extra`.
+    ...(o.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 

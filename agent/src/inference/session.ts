@@ -7,6 +7,7 @@ import { DATATYPES, kserveFromOrt, type HostTensor, type NumericDatatype } from 
 export interface SessionOptions {
   intraOpThreads: number;
   interOpThreads: number;
+  allowSpinning: boolean;
   tensorrtCacheDir: string;
 }
 
