@@ -91,6 +91,19 @@ describe('slowloris and slow bodies (H3) are cut by the server', () => {
     }
   }
 
+  /** Every attacker socket was closed by the server at `timeoutMs`, answered 408 AGENT_REQUEST_TIMEOUT in catalog JSON. */
+  function expectCutByServer(results: { byServer: boolean; ms: number; received: string }[], timeoutMs: number, setting: string): void {
+    for (const r of results) {
+      expect(r.byServer, `socket still open when the client gave up: the server did not enforce ${setting}`).toBe(true);
+      expect(r.ms).toBeGreaterThanOrEqual(timeoutMs * 0.9);
+      expect(r.ms).toBeLessThan(timeoutMs + CUT_SLACK_MS);
+      const { status, json } = parseRaw(r.received);
+      expect(status, r.received.slice(0, 200)).toBe(408);
+      expect(json).toMatchObject({ code: 'AGENT_REQUEST_TIMEOUT' });
+      expect(typeof (json as { error: unknown }).error).toBe('string');
+    }
+  }
+
   /** `n` sequential valid requests on one keep-alive socket; their latencies in ms. */
   async function wellBehaved(n: number, keepAlive: http.Agent): Promise<number[]> {
     const ms: number[] = [];
@@ -129,15 +142,7 @@ describe('slowloris and slow bodies (H3) are cut by the server', () => {
       // The measurement overlapped the attack: every attacker was still connected when it ended.
       expect(stillOpen).toBe(50);
       expect(ratio, `latencies (ms) baseline ${baseline.map((v) => v.toFixed(1)).join(' ')} | during ${during.map((v) => v.toFixed(1)).join(' ')}`).toBeLessThan(3);
-      for (const r of results) {
-        expect(r.byServer, 'socket still open when the client gave up: the server did not enforce headersTimeoutMs').toBe(true);
-        expect(r.ms).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS * 0.9);
-        expect(r.ms).toBeLessThan(HEADERS_TIMEOUT_MS + CUT_SLACK_MS);
-        const { status, json } = parseRaw(r.received);
-        expect(status, r.received.slice(0, 200)).toBe(408);
-        expect(json).toMatchObject({ code: 'AGENT_REQUEST_TIMEOUT' });
-        expect(typeof (json as { error: unknown }).error).toBe('string');
-      }
+      expectCutByServer(results, HEADERS_TIMEOUT_MS, 'headersTimeoutMs');
       const fdsAfter = openFds();
       if (fdsBefore !== undefined && fdsAfter !== undefined) expect(fdsAfter).toBeLessThanOrEqual(fdsBefore + 5);
     } finally {
@@ -154,14 +159,7 @@ describe('slowloris and slow bodies (H3) are cut by the server', () => {
     // The agent answers others while the bodies trickle.
     await expectStillServes(agent.url);
     const results = await Promise.all(attackers.map((a) => a.closed));
-    for (const r of results) {
-      expect(r.byServer, 'socket still open when the client gave up: the server did not enforce requestTimeoutMs').toBe(true);
-      expect(r.ms).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS * 0.9);
-      expect(r.ms).toBeLessThan(REQUEST_TIMEOUT_MS + CUT_SLACK_MS);
-      const { status, json } = parseRaw(r.received);
-      expect(status, r.received.slice(0, 200)).toBe(408);
-      expect(json).toMatchObject({ code: 'AGENT_REQUEST_TIMEOUT' });
-    }
+    expectCutByServer(results, REQUEST_TIMEOUT_MS, 'requestTimeoutMs');
     await expectStillServes(agent.url);
   });
 });
