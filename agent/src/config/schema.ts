@@ -81,6 +81,44 @@ export const AgentConfigSchema = z.strictObject({
       maxQueueSize: int(1, 100_000).default(64),
     })
     .prefault({}),
+  fleet: z
+    .strictObject({
+      /** MQTT keepalive; a silent (half-open) link is declared dead within 1.5 × this. */
+      keepaliveSeconds: int(5, 3600).default(30),
+      /** Time allowed for TCP + CONNECT/CONNACK before the attempt counts as failed. */
+      connectTimeoutMs: int(100).default(10_000),
+      /** Reconnect backoff: exponential from min to max, full jitter, so a fleet of boxes does not reconnect in step. */
+      reconnectMinMs: int(10).default(1_000),
+      reconnectMaxMs: int(10).default(60_000),
+      /** Outbox messages published and awaiting PUBACK at once. */
+      inflightWindow: int(1, 1000).default(16),
+      /** CA certificate (PEM) to verify the fleet's TLS listener (mqtts://); default: the system's CAs. */
+      caFile: z.string().min(1).optional(),
+    })
+    .refine((f) => f.reconnectMinMs <= f.reconnectMaxMs, { message: 'reconnectMinMs must not exceed reconnectMaxMs', path: ['reconnectMinMs'] })
+    .prefault({}),
+  outbox: z
+    .strictObject({
+      /** Most messages kept while the link is down; beyond it the oldest telemetry is dropped (never events). */
+      maxRows: int(100).default(100_000),
+      /** Most payload bytes kept, same policy as maxRows. */
+      maxBytes: int(64 * 1024).default(64 * 1024 * 1024),
+      /** Group commit: one fsync'd transaction at most this often… */
+      groupCommitMs: int(1, 10_000).default(50),
+      /** …or as soon as this many rows are waiting. */
+      groupCommitRows: int(1, 100_000).default(100),
+      /** Times the broker may drop the link on a message before it moves to the dead-letter table. */
+      maxAttempts: int(1, 1000).default(5),
+    })
+    .prefault({}),
+  telemetry: z
+    .strictObject({
+      /** When a telemetry window closes and is queued, as a node-cron expression with seconds (default: every 10 s). */
+      schedule: z.string().min(1).default('*/10 * * * * *'),
+      /** Include CPU, memory, temperature, disk and GPU (systeminformation) in each window. */
+      system: z.boolean().default(true),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -1,8 +1,6 @@
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
+import { openDatabase as openShared, type Db } from '../../../shared/src/sqlite.js';
 
-export type Db = Database.Database;
+export type { Db };
 
 /** Numbered migrations, applied in order, each in its own transaction; never edit one that has shipped. */
 const MIGRATIONS: readonly string[] = [
@@ -20,32 +18,7 @@ const MIGRATIONS: readonly string[] = [
    );`,
 ];
 
-/**
- * Opens (creating) the agent database: WAL, and synchronous=FULL on every open because better-sqlite3's
- * SQLite drops a reopened WAL database to NORMAL (../shared/research §0), where a commit can roll back on power loss.
- */
+/** The agent database (WAL, synchronous=FULL on every open; see shared/src/sqlite.ts). */
 export function openDatabase(file: string): Db {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db);
-  return db;
-}
-
-export function migrate(db: Db): number {
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const current = (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v;
-  if (current > MIGRATIONS.length) {
-    throw new Error(`database schema version ${current} is newer than this agent knows (${MIGRATIONS.length}); refusing to run an older agent on it`);
-  }
-  for (let v = current + 1; v <= MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v - 1]!);
-      db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, new Date().toISOString());
-    })();
-  }
-  return MIGRATIONS.length;
+  return openShared(file, MIGRATIONS, 'agent');
 }

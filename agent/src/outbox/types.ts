@@ -1,0 +1,64 @@
+import type { AgentTopicKind } from '../../../shared/src/mqtt/topics.js';
+
+/**
+ * The contract between the outbox (agent/src/outbox/) and the fleet link (agent/src/link/).
+ * Everything the agent sends to the fleet goes through it, online or not (DESIGN §3.5).
+ */
+export interface OutboxMessage {
+  /** Topic kind; the link publishes to outpost/v1/{deviceId}/{kind}. */
+  kind: AgentTopicKind;
+  /**
+   * The payload without the envelope fields v, deviceId and seq (the link adds them when it publishes,
+   * so messages queued before enrollment still carry the right device id). Must include `ts`.
+   */
+  body: Record<string, unknown>;
+  /** Published with the MQTT retain flag (state only). */
+  retain?: boolean;
+}
+
+export interface OutboxRow {
+  /** Drain order (oldest first). */
+  id: number;
+  /** Per-device sequence number, monotonic across restarts; the fleet stores each (deviceId, seq) once. */
+  seq: number;
+  kind: AgentTopicKind;
+  retain: boolean;
+  /** The body as JSON text, exactly as stored. */
+  body: string;
+  bytes: number;
+  attempts: number;
+}
+
+export interface OutboxStats {
+  rows: number;
+  bytes: number;
+  /** Telemetry rows dropped (oldest first) because the outbox reached maxRows/maxBytes, lifetime. */
+  droppedTelemetry: number;
+  /** Rows moved to the dead-letter table, lifetime. */
+  deadLettered: number;
+  /** Set when a commit failed (fsync/IO error, disk full): the outbox stops acknowledging producers. */
+  alarm: string | null;
+}
+
+export interface Outbox {
+  /**
+   * Queues a message. Resolves with its seq once the group commit holding it is durable (fsync'd);
+   * rejects if that commit fails, and from then on every enqueue rejects until the alarm is cleared.
+   */
+  enqueue(message: OutboxMessage): Promise<{ seq: number }>;
+  /** Oldest rows first, with id > afterId, at most `limit`. Synchronous (SQLite). */
+  next(afterId: number, limit: number): OutboxRow[];
+  /** PUBACK received: the row is deleted (deletes are batched into the next group commit). */
+  ack(id: number): void;
+  /**
+   * The link dropped while this row was the oldest unacknowledged one and nothing was acknowledged since
+   * the connection came up: counts an attempt; after maxAttempts the row moves to the dead-letter table.
+   * Returns true when it was dead-lettered.
+   */
+  failedAttempt(id: number, reason: string): boolean;
+  stats(): OutboxStats;
+  /** Subscribe to "rows were committed" (wakes the drainer). Returns an unsubscribe function. */
+  onCommitted(listener: () => void): () => void;
+  /** Commits what is pending and stops the timer; the database stays open (its owner closes it). */
+  close(): Promise<void>;
+}
