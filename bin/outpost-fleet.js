@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Runs the compiled fleet server (npm install builds dist/ in its prepare step).
+import('../dist/fleet-server/src/main.js').catch((err) => {
+  if (err && err.code === 'ERR_MODULE_NOT_FOUND') {
+    process.stderr.write('outpost-fleet: dist/ is missing; run `npm run build` (npm install does it)\n');
+    process.exit(1);
+  }
+  throw err;
+});
