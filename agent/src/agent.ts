@@ -7,7 +7,14 @@ import { buildHttpServer } from './http/server.js';
 import { InferenceService } from './inference/inference-service.js';
 import { ModelManager } from './inference/model-manager.js';
 import { readRuntimeInfo, realHardwareProbe, type HardwareProbe, type RuntimeInfo } from './inference/providers.js';
+import { CredentialsError, loadCredentials, type Credentials } from './link/credentials.js';
+import { FleetEvents } from './link/fleet-events.js';
+import { FleetLink, type LinkStatus } from './link/fleet-link.js';
+import { buildReportedState } from './link/reported-state.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics/agent-metrics.js';
+import { createOutbox } from './outbox/create-outbox.js';
+import type { Outbox } from './outbox/types.js';
+import { createTelemetry, type Telemetry } from './telemetry/create-telemetry.js';
 import { AgentStateStore } from './storage/agent-state.js';
 import { openDatabase, type Db } from './storage/database.js';
 import { AGENT_VERSION } from './version.js';
@@ -25,14 +32,32 @@ export interface Agent {
   readonly models: ModelManager;
   readonly metrics: AgentMetrics;
   readonly state: AgentStateStore;
+  readonly outbox: Outbox;
+  readonly telemetry: Telemetry;
+  /** The fleet link; undefined when the box is not enrolled (no credentials in the data dir). */
+  readonly link: FleetLink | undefined;
   /** Listens, then loads the repository; resolves when every version is ready or failed. Returns the base URL. */
   start(): Promise<string>;
-  /** Stops taking requests, lets in-flight ones finish, releases sessions, flushes and closes the database. */
+  /** Says goodbye to the fleet (≤ 1 s), stops taking requests, lets in-flight ones finish, releases sessions, closes the outbox and the database. */
   stop(): Promise<void>;
   status(): Record<string, unknown>;
 }
 
 /** The composition root: wires config, storage, inference and HTTP. Only start() opens a port. */
+/** Credentials, or why the link is off (not enrolled, or a refused file; serving goes on either way). */
+function readCredentials(dataDir: string, log: Logger): { credentials: Credentials | undefined; credentialsError: string | null } {
+  try {
+    const loaded = loadCredentials(dataDir);
+    for (const w of loaded?.warnings ?? []) log.warn(w);
+    return { credentials: loaded?.credentials, credentialsError: null };
+  } catch (err) {
+    // A refused file (world-readable, invalid) or an unreadable one: the box keeps serving, offline.
+    const message = err instanceof CredentialsError ? err.message : `cannot read the fleet credentials: ${(err as Error).message}`;
+    log.error({ err: message }, 'fleet credentials refused; fleet link off');
+    return { credentials: undefined, credentialsError: message };
+  }
+}
+
 export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<Agent> {
   const log = deps.log ?? pino({ level: config.log.level, base: { service: 'outpost-agent' } });
   mkdirSync(config.dataDir, { recursive: true });
@@ -44,14 +69,42 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
     runtime: deps.runtime ?? readRuntimeInfo(config.inference.runtimeLibraryPath),
     hardware: deps.hardware ?? realHardwareProbe,
   });
-  const inference = new InferenceService(metrics, state, config.limits);
+  const { outbox, committer } = createOutbox({ db, config: config.outbox, log });
+  metrics.sources.outboxStats = () => outbox.stats();
+  const events = new FleetEvents(outbox, log);
+  const unsubscribeDrops = outbox.onCommitted(() => events.checkDrops());
+  const telemetry = createTelemetry({
+    db, outbox, committer, config, log,
+    listModels: () => models.list().filter((v) => v.state === 'ready').map((v) => ({ model: v.name, version: v.version })),
+  });
+  const inference = new InferenceService(metrics, state, config.limits, telemetry.observer);
   const startedAt = new Date();
   let accepting = true;
   let url = '';
 
+  const { credentials, credentialsError } = readCredentials(config.dataDir, log);
+  const link = credentials
+    ? new FleetLink({
+        credentials, fleet: config.fleet, maxAttempts: config.outbox.maxAttempts, outbox, log,
+        reportState: () => buildReportedState({ agentVersion: AGENT_VERSION, startedAt, models: () => models.list(), providerCandidates: () => models.providerPlan.candidates }),
+        onRejected: (kind, reason) => metrics.linkRejected.inc({ kind, reason }),
+      })
+    : undefined;
+  if (link) {
+    metrics.sources.linkConnected = () => link.connected;
+    link.on('connected', (info) => {
+      if (!info.reconnect) return;
+      metrics.linkReconnects.inc();
+      events.linkReconnected(info.outageMs);
+    });
+  }
+
+  const linkStatus = (): LinkStatus | (Omit<LinkStatus, 'state' | 'mqttUrl'> & { state: 'not-enrolled'; mqttUrl: null }) =>
+    link?.status() ?? { state: 'not-enrolled', mqttUrl: null, connectedSince: null, lastError: credentialsError, reconnects: 0, desiredRevision: null };
+
   const status = (): Record<string, unknown> => ({
     agent: { version: AGENT_VERSION, startedAt: startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000), url },
-    deviceId: null,
+    deviceId: credentials?.deviceId ?? null,
     executionProviders: { preference: config.inference.providers, candidates: models.providerPlan.candidates, skipped: models.providerPlan.skipped },
     models: models.list().map((v) => ({
       name: v.name, version: v.version, state: v.state, error: v.error, provider: v.provider, skippedProviders: v.skippedProviders,
@@ -59,8 +112,8 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
     })),
     requests: state.counters(),
     update: { state: 'idle' },
-    link: { state: 'not-configured' },
-    outbox: { depth: 0 },
+    link: linkStatus(),
+    outbox: outbox.stats(),
   });
 
   const http = await buildHttpServer({ config, models, inference, metrics, log, version: AGENT_VERSION, status, accepting: () => accepting });
@@ -76,20 +129,34 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   flushTimer.unref();
 
   return {
-    config, http, models, metrics, state, status,
+    config, http, models, metrics, state, status, outbox, link, telemetry,
     async start() {
       url = await http.listen({ host: config.http.host, port: config.http.port });
       if (config.http.host === '0.0.0.0') url = url.replace('0.0.0.0', '127.0.0.1');
       log.info({ url, repository: config.modelRepository, dataDir: config.dataDir }, 'agent listening; loading models');
+      telemetry.start();
+      // The link comes up while models load (a TensorRT build can take minutes); the state is refreshed after.
+      if (link) {
+        log.info({ deviceId: credentials?.deviceId, mqttUrl: credentials?.mqttUrl }, 'enrolled: starting the fleet link');
+        link.start();
+      } else log.info({ reason: credentialsError ?? 'no credentials' }, 'not enrolled: fleet link off');
       await models.loadRepository();
+      for (const v of models.list()) events.modelLoad(v);
+      link?.refreshState();
       log.info({ ready: models.list().filter((v) => v.state === 'ready').length, failed: models.list().filter((v) => v.state === 'failed').length }, 'model repository loaded');
       return url;
     },
     async stop() {
       accepting = false;
       clearInterval(flushTimer);
+      // Reverse of start: goodbye to the fleet first (≤ 1 s), then HTTP and models, then the outbox, then the database.
+      await link?.stop().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'fleet link did not stop cleanly'));
       await http.close();
       await models.close();
+      telemetry.stop();
+      unsubscribeDrops();
+      await outbox.close();
+      committer.close();
       state.flush();
       db.close();
     },

@@ -78,6 +78,31 @@ program
     }
   });
 
+program
+  .command('enroll')
+  .description('register this box with a fleet server using a one-time token, and save its credentials')
+  .requiredOption('--fleet <url>', 'fleet server base URL, e.g. http://fleet.example:8080')
+  .requiredOption('--token <token>', 'one-time enrollment token from the fleet operator')
+  .option('--data-dir <dir>', 'state directory where the credentials are saved (default ./data)')
+  .option('-c, --config <file>', 'YAML config file (its dataDir is used)')
+  .option('--force', 'replace existing credentials (the box gets a new identity)')
+  // Usage errors (a missing --fleet or --token, an unknown flag) exit 2 like config errors; help exits 0.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+  .addHelpText('after', [
+    '',
+    'Saves <data-dir>/fleet-credentials.json (mode 0600); `outpost-agent run` then connects to the fleet.',
+    'Exit codes: 0 enrolled, 1 fleet unreachable or server error, 2 usage/config error or already enrolled',
+    '(without --force), 3 token refused (unknown, expired or already used).',
+  ].join('\n'))
+  .action(async (opts: { fleet: string; token: string; dataDir?: string; config?: string; force?: boolean }) => {
+    const { runEnrollCommand } = await import('./link/enroll-command.js');
+    const code = await runEnrollCommand(opts, {
+      out: (line) => process.stdout.write(`${line}\n`),
+      err: (line) => process.stderr.write(`${line}\n`),
+    });
+    process.exitCode = code;
+  });
+
 function reexecWithLibraryPath(lib: string): void {
   const env = { ...process.env, LD_LIBRARY_PATH: [lib, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });

@@ -1,6 +1,7 @@
 import { fail, isAgentError } from '../errors.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 import type { AgentStateStore } from '../storage/agent-state.js';
+import type { RequestObservation, RequestObserver } from '../telemetry/types.js';
 import { looksLikeProbabilities, softmax, topK, type ClassScore } from '../vision/classify.js';
 import { nms } from '../vision/nms.js';
 import { preprocessImage, type PreprocessedImage } from '../vision/preprocess.js';
@@ -26,6 +27,9 @@ export interface Timing {
   total_ms: number;
 }
 
+/** What a request learns on its way for telemetry (filled in as far as it got). */
+type Observed = Pick<RequestObservation, 'queueMs' | 'batchSize' | 'scores' | 'classes'>;
+
 export interface DetectOptions {
   confidence?: number | undefined;
   iou?: number | undefined;
@@ -38,20 +42,22 @@ export class InferenceService {
     private readonly metrics: AgentMetrics,
     private readonly state: AgentStateStore,
     private readonly limits: Limits & { inferenceTimeoutMs: number },
+    /** Telemetry (agent/src/telemetry): told once about every finished request, success or failure. */
+    private readonly observer?: RequestObserver,
   ) {}
 
   /** KServe v2 infer: tensors in, all model outputs out (the HTTP layer picks the requested ones). */
   infer(served: ServedVersion, inputs: RequestInput[], timeoutMs?: number): Promise<BatchResult> {
-    return this.track(served, async () => {
+    return this.track(served, async (observed) => {
       const spec = served.spec!;
       const prepared = await toFeeds(spec, inputs, this.limits);
       if (prepared.images.length > 0) this.observePreprocess(served, prepared.images);
-      return this.submit(served, prepared.feeds, timeoutMs);
+      return this.submit(served, prepared.feeds, timeoutMs, observed);
     });
   }
 
   detect(served: ServedVersion, image: Uint8Array, options: DetectOptions = {}): Promise<{ detections: Detection[]; timing: Timing; width: number; height: number }> {
-    return this.runImage(served, image, 'detect', (spec, outputs, pre) => {
+    return this.runImage(served, image, 'detect', (spec, outputs, pre, observed) => {
       const d = spec.detect!;
       const candidates = decodeYolo(outputs[d.output]!, 0, d.format, options.confidence ?? d.confidence, spec.image!.spec.size);
       const kept = nms(candidates, options.iou ?? d.iou, options.maxDetections ?? d.max_detections);
@@ -60,16 +66,24 @@ export class InferenceService {
         const m = toImagePixels(c, pre.transform);
         return { label: spec.labels?.[c.classId] ?? String(c.classId), class_id: c.classId, score: Math.round(c.score * 10000) / 10000, box: { x1: r(m.box.x1), y1: r(m.box.y1), x2: r(m.box.x2), y2: r(m.box.y2) } };
       });
+      observed.scores = detections.map((x) => x.score);
+      observed.classes = detections.map((x) => x.label);
       return { detections, width: pre.transform.width, height: pre.transform.height };
     });
   }
 
   classify(served: ServedVersion, image: Uint8Array, k?: number): Promise<{ classes: ClassScore[]; timing: Timing }> {
-    return this.runImage(served, image, 'classify', (spec, outputs) => {
+    return this.runImage(served, image, 'classify', (spec, outputs, _pre, observed) => {
       const c = spec.classify!;
       const scores = Array.from(outputs[c.output]!.data as Float32Array);
       const probs = c.softmax === true || (c.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
-      return { classes: topK(probs, k ?? c.top_k, spec.labels).map((x) => ({ ...x, score: Math.round(x.score * 10000) / 10000 })) };
+      const classes = topK(probs, k ?? c.top_k, spec.labels).map((x) => ({ ...x, score: Math.round(x.score * 10000) / 10000 }));
+      const top = classes[0];
+      if (top) {
+        observed.scores = [top.score];
+        observed.classes = [top.label];
+      }
+      return { classes };
     });
   }
 
@@ -78,18 +92,18 @@ export class InferenceService {
     served: ServedVersion,
     image: Uint8Array,
     task: 'detect' | 'classify',
-    post: (spec: ModelSpec, outputs: Record<string, HostTensor>, pre: PreprocessedImage) => T,
+    post: (spec: ModelSpec, outputs: Record<string, HostTensor>, pre: PreprocessedImage, observed: Observed) => T,
   ): Promise<T & { timing: Timing }> {
-    return this.track(served, async () => {
+    return this.track(served, async (observed) => {
       const spec = served.spec!;
       if (spec.task !== task || !spec.image || !(task === 'detect' ? spec.detect : spec.classify)) {
         throw fail('AGENT_TASK_MISMATCH', `model '${served.name}' is a ${spec.task} model, not a ${task === 'detect' ? 'detector' : 'classifier'}`);
       }
       const started = performance.now();
       const pre = await this.preprocess(served, image);
-      const result = await this.submit(served, { [spec.image.input]: stackImages(spec, [pre]) });
+      const result = await this.submit(served, { [spec.image.input]: stackImages(spec, [pre]) }, undefined, observed);
       const postStart = performance.now();
-      const out = post(spec, result.outputs, pre);
+      const out = post(spec, result.outputs, pre, observed);
       const now = performance.now();
       return { ...out, timing: timing(pre, result, now - postStart, now - started) };
     });
@@ -107,7 +121,12 @@ export class InferenceService {
     for (const img of images) this.metrics.preprocessDuration.observe(labels, img.decodeMs / 1000);
   }
 
-  private async submit(served: ServedVersion, feeds: Parameters<NonNullable<ServedVersion['batcher']>['submit']>[0], timeoutMs?: number): Promise<BatchResult> {
+  private async submit(
+    served: ServedVersion,
+    feeds: Parameters<NonNullable<ServedVersion['batcher']>['submit']>[0],
+    timeoutMs: number | undefined,
+    observed: Observed,
+  ): Promise<BatchResult> {
     const labels = { model: served.name, version: String(served.version) };
     const batcher = served.batcher!;
     // A request's own parameters.timeout_ms replaces the configured deadline, as a KServe client's timeout does.
@@ -117,19 +136,24 @@ export class InferenceService {
       const result = await promise;
       this.metrics.queueDuration.observe(labels, result.queueMs / 1000);
       this.metrics.computeDuration.observe(labels, result.computeMs / 1000);
+      observed.queueMs = result.queueMs;
+      observed.batchSize = result.batchSize;
       return result;
     } finally {
       this.metrics.pending.set(labels, batcher.pending);
     }
   }
 
-  /** Counts the request and its outcome, and times it, for metrics and the lifetime counters in SQLite. */
-  private async track<T>(served: ServedVersion, work: () => Promise<T>): Promise<T> {
+  /** Counts the request and its outcome, and times it, for metrics, the lifetime counters in SQLite and telemetry. */
+  private async track<T>(served: ServedVersion, work: (observed: Observed) => Promise<T>): Promise<T> {
     const labels = { model: served.name, version: String(served.version) };
     const end = this.metrics.requestDuration.startTimer(labels);
     this.metrics.requests.inc(labels);
+    const observed: Observed = {};
+    let ok = false;
     try {
-      const result = await work();
+      const result = await work(observed);
+      ok = true;
       this.metrics.successes.inc(labels);
       this.state.count(served.name, served.version, true);
       return result;
@@ -139,7 +163,17 @@ export class InferenceService {
       this.state.count(served.name, served.version, false);
       throw err;
     } finally {
-      end();
+      const seconds = end();
+      if (this.observer) this.observe({ model: served.name, version: served.version, ok, latencyMs: seconds * 1000, ...observed });
+    }
+  }
+
+  /** Telemetry must never fail or slow a request it observes. */
+  private observe(r: RequestObservation): void {
+    try {
+      this.observer!(r);
+    } catch {
+      // The observer is in-memory accounting; a bug there is not the client's problem.
     }
   }
 }

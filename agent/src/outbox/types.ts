@@ -1,4 +1,5 @@
 import type { AgentTopicKind } from '../../../shared/src/mqtt/topics.js';
+import type { Db } from '../storage/database.js';
 
 /**
  * The contract between the outbox (agent/src/outbox/) and the fleet link (agent/src/link/).
@@ -38,6 +39,11 @@ export interface OutboxStats {
   deadLettered: number;
   /** Set when a commit failed (fsync/IO error, disk full): the outbox stops acknowledging producers. */
   alarm: string | null;
+  /**
+   * True when the last commit left the outbox above maxRows/maxBytes with no telemetry left to drop:
+   * events, state and command results are never dropped, so they are kept beyond the bound.
+   */
+  overBounds?: boolean;
 }
 
 export interface Outbox {
@@ -61,4 +67,18 @@ export interface Outbox {
   onCommitted(listener: () => void): () => void;
   /** Commits what is pending and stops the timer; the database stays open (its owner closes it). */
   close(): Promise<void>;
+}
+
+/**
+ * An outbox another component can write to inside a group commit it shares (the telemetry window is moved
+ * into the outbox and deleted from its table in one transaction, so a count is never in both or neither).
+ */
+export interface TransactionalOutbox extends Outbox {
+  /**
+   * Inserts a message inside the transaction the group committer is running right now (GroupCommitter
+   * commitNow); throws when called outside one. The seq is final once that transaction commits.
+   * Call it last in commitNow's function: a non-SQLite error thrown after it would undo the row (savepoint)
+   * but not the outbox's in-memory totals.
+   */
+  enqueueInTransaction(db: Db, message: OutboxMessage): { seq: number };
 }

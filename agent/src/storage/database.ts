@@ -16,6 +16,45 @@ const MIGRATIONS: readonly string[] = [
      requests INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (name, version)
    );`,
+  // 2: the outbox (agent/src/outbox/) and the durable telemetry window (agent/src/telemetry/).
+  // outbox.id orders the drain and is never reused (AUTOINCREMENT), so a drainer's cursor stays valid;
+  // seq is the per-device number the fleet dedups by, assigned inside the commit from outbox_meta.next_seq.
+  // created_at / dead_at are epoch milliseconds. telemetry_window holds the counts of the open window,
+  // one row per model version, merged by every group commit and emptied in the transaction that queues them.
+  `CREATE TABLE outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     seq INTEGER NOT NULL UNIQUE,
+     kind TEXT NOT NULL,
+     retain INTEGER NOT NULL DEFAULT 0,
+     body TEXT NOT NULL,
+     bytes INTEGER NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL
+   );
+   -- Partial indexes: the queries that look rows up by kind (drop the oldest telemetry, coalesce state) stay
+   -- indexed, while events, the high-rate kind, pay for no index beyond the two unique ones.
+   CREATE INDEX outbox_telemetry ON outbox (id) WHERE kind = 'telemetry';
+   CREATE INDEX outbox_state ON outbox (id) WHERE kind = 'state';
+   CREATE TABLE outbox_dead_letter (
+     id INTEGER PRIMARY KEY,
+     seq INTEGER NOT NULL,
+     kind TEXT NOT NULL,
+     retain INTEGER NOT NULL,
+     body TEXT NOT NULL,
+     bytes INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     dead_at INTEGER NOT NULL,
+     reason TEXT NOT NULL
+   );
+   CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+   INSERT INTO outbox_meta (key, value) VALUES ('next_seq', 1), ('dropped_telemetry', 0), ('dead_lettered', 0);
+   CREATE TABLE telemetry_window (
+     model TEXT NOT NULL, version INTEGER NOT NULL,
+     window_start INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     PRIMARY KEY (model, version)
+   );`,
 ];
 
 /** The agent database (WAL, synchronous=FULL on every open; see shared/src/sqlite.ts). */

@@ -97,4 +97,10 @@ export const FLEET_MIGRATIONS: readonly string[] = [
      created_at TEXT NOT NULL,
      PRIMARY KEY (name, version)
    );`,
+  // 2: ingest ordering and retention. state_seq is the seq of the state message devices.online/reported come
+  // from, so an older state delivered late cannot overwrite a newer one. pruned_seq is the highest seq whose
+  // `received` row retention deleted: a message at or below it is a duplicate of data already aged out.
+  `ALTER TABLE devices ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE devices ADD COLUMN pruned_seq INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX received_by_time ON received (received_at);`,
 ];

@@ -1,0 +1,127 @@
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { AGENT_TOPIC_KINDS, allDevices } from '../../../shared/src/mqtt/topics.js';
+import { FLEET_USERNAME, type FleetClient } from './types.js';
+
+export interface FleetClientOptions {
+  url: string;
+  username: string;
+  password: string;
+  /** Default 'outpost-fleet'. On the embedded broker it must equal the username. */
+  clientId?: string;
+  /**
+   * Subscribe as `$share/<group>/…` so several fleet servers split the ingest (Mosquitto 2, EMQX, HiveMQ).
+   * External brokers only: aedes 1.2 has no shared subscriptions and would match nothing.
+   */
+  sharedGroup?: string;
+  /** CA for mqtts:// URLs with a private CA. */
+  ca?: string | Buffer;
+  /** Give up when the first connection (CONNACK + SUBACK) has not succeeded within this time. Default 30 000. */
+  firstConnectTimeoutMs?: number;
+  log: Logger;
+  /**
+   * Called for every device message, one at a time, in arrival order. The PUBACK is sent after it returns (or its
+   * promise settles), so a slow consumer slows the broker instead of losing messages. It should handle bad
+   * payloads itself; if it throws, the error is logged and the message is acknowledged anyway, so one poison
+   * message cannot wedge the link.
+   */
+  onMessage(topic: string, payload: Buffer): void | Promise<void>;
+}
+
+/** The subscription filters of the fleet's ingest: every agent → fleet kind of every device, QoS 1. */
+export function ingestFilters(sharedGroup?: string): string[] {
+  const prefix = sharedGroup ? `$share/${sharedGroup}/` : '';
+  return AGENT_TOPIC_KINDS.map((kind) => prefix + allDevices(kind));
+}
+
+/**
+ * The fleet's OWN mqtt.js client, the same for the embedded and an external broker (DESIGN §4): MQTT 3.1.1,
+ * persistent session (clean: false, fixed client id) so QoS 1 device messages published while the fleet is
+ * reconnecting wait in the broker for it.
+ */
+export async function connectFleetClient(opts: FleetClientOptions): Promise<FleetClient> {
+  const log = opts.log.child({ component: 'fleet-mqtt' });
+  const filters = ingestFilters(opts.sharedGroup);
+  const options: IClientOptions = {
+    protocolVersion: 4,
+    clean: false,
+    clientId: opts.clientId ?? FLEET_USERNAME,
+    username: opts.username,
+    password: opts.password,
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    // We resubscribe ourselves (below) so a refused filter is noticed and logged.
+    resubscribe: false,
+    ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+  };
+  const client: MqttClient = mqtt.connect(opts.url, options);
+
+  client.handleMessage = (packet: IPublishPacket, callback) => {
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    Promise.resolve()
+      .then(() => opts.onMessage(packet.topic, payload))
+      .catch((err: unknown) => log.error({ err, topic: packet.topic }, 'fleet message handler failed; message acknowledged'))
+      .finally(() => callback());
+  };
+
+  const subscribe = async (): Promise<void> => {
+    try {
+      await client.subscribeAsync(filters, { qos: 1 });
+    } catch (err) {
+      // mqtt.js rejects when any filter got SUBACK 0x80; name them (an ACL without the fleet user, usually).
+      const granted = (err as { packet?: { granted?: number[] } }).packet?.granted ?? [];
+      const refused = filters.filter((_, i) => granted[i] === 128);
+      throw new Error(`broker refused the fleet's subscriptions ${refused.join(', ') || filters.join(', ')}`, { cause: err });
+    }
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const timeoutMs = opts.firstConnectTimeoutMs ?? 30_000;
+    const timer = setTimeout(() => fail(new Error(`no connection to ${opts.url} within ${timeoutMs} ms`)), timeoutMs);
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      client.off('error', onError);
+      client.end(true);
+      reject(err);
+    };
+    client.once('connect', () => {
+      subscribe().then(
+        () => {
+          clearTimeout(timer);
+          client.off('error', onError);
+          resolve();
+        },
+        fail,
+      );
+    });
+    // Before the first connection a CONNACK refusal (numeric code: bad credentials, not authorized) is fatal,
+    // retrying cannot fix config; socket errors (string codes, e.g. ECONNREFUSED while Mosquitto starts) retry.
+    const onError = (err: Error & { code?: unknown }): void => {
+      if (typeof err.code === 'number') fail(err);
+      else log.warn({ err: err.message, url: opts.url }, 'fleet MQTT client cannot connect yet, retrying');
+    };
+    client.on('error', onError);
+  });
+
+  client.on('connect', (connack) => {
+    log.info({ url: opts.url, sessionPresent: connack.sessionPresent }, 'fleet MQTT client reconnected');
+    // A session that survived keeps its subscriptions (and re-subscribing would resend every retained state).
+    if (connack.sessionPresent) return;
+    subscribe().catch((err: unknown) => log.error({ err }, 'resubscribe failed'));
+  });
+  client.on('offline', () => log.warn({ url: opts.url }, 'fleet MQTT client offline, reconnecting'));
+  client.on('error', (err) => log.warn({ err: err.message }, 'fleet MQTT client error'));
+  log.info({ url: opts.url, filters }, 'fleet MQTT client connected');
+
+  return {
+    async publish(topic, payload, publishOpts) {
+      await client.publishAsync(topic, payload, { qos: 1, retain: publishOpts.retain });
+    },
+    async close() {
+      await client.endAsync();
+    },
+    get connected() {
+      return client.connected;
+    },
+  };
+}

@@ -1,0 +1,178 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import os from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { createDeviceAuthority } from './auth/device-authority.js';
+import { ensureAdminToken } from './auth/operator-tokens.js';
+import { createAuth } from './auth/principal.js';
+import { loadOrCreateSigningKey, type SigningKey } from './auth/signing-key.js';
+import { startEmbeddedBroker } from './broker/embedded.js';
+import { externalBroker } from './broker/external.js';
+import { connectFleetClient } from './broker/fleet-client.js';
+import { FLEET_USERNAME, type FleetBroker, type FleetClient } from './broker/types.js';
+import type { FleetConfig } from './config/schema.js';
+import { brokerConnections } from './devices/connections.js';
+import { hashSecret } from './devices/secret-hash.js';
+import { Enrollment } from './devices/enrollment.js';
+import { fail } from './errors.js';
+import { buildHttpServer } from './http/server.js';
+import { brokerMetricsOf, createFleetMetrics, type FleetMetrics } from './metrics/fleet-metrics.js';
+import { registerRegistryRoutes } from './registry/routes.js';
+import { systemClock, type Clock } from './storage/clock.js';
+import { openFleetStore, type FleetStore } from './storage/fleet-store.js';
+import { createIngest, type IngestHandler } from './telemetry/ingest.js';
+import { createRetention, type Retention } from './telemetry/retention.js';
+import { FLEET_VERSION } from './version.js';
+
+/** Seams a test or an embedding may replace; each has a real default. */
+export interface FleetDeps {
+  log?: Logger;
+  /** Time for token expiry, ingest stamps and retention (default: the system clock). */
+  clock?: Clock;
+}
+
+export interface FleetUrls {
+  /** REST base URL devices and operators are told (http.publicUrl or derived from the listening port). */
+  httpUrl: string;
+  /** MQTT URL devices are told (broker.publicUrl or derived from the listening port). */
+  mqttUrl: string;
+}
+
+export interface Fleet {
+  readonly config: FleetConfig;
+  readonly store: FleetStore;
+  readonly metrics: FleetMetrics;
+  readonly http: FastifyInstance;
+  readonly signingKey: SigningKey;
+  readonly retention: Retention;
+  /** Where the first operator token was written (it may since have been moved or deleted by the operator). */
+  readonly adminTokenFile: string;
+  /** True when this start created the first operator token (main prints where it is). */
+  readonly adminTokenCreated: boolean;
+  /** The ingest entry point the fleet's MQTT client feeds; exposed for tests and tools. */
+  readonly ingest: IngestHandler;
+  /** The broker, once started. */
+  broker(): FleetBroker | undefined;
+  /** Starts the broker, the fleet's MQTT client and HTTP, in that order; resolves with the URLs. */
+  start(): Promise<FleetUrls>;
+  /** Stops everything in reverse order; safe to call twice or after a failed start. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of the fleet server: storage, keys and tokens, metrics, ingest, enrollment, REST
+ * (with the registry) and, at start(), the broker and the fleet's own MQTT client. Only start() opens ports.
+ */
+export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Promise<Fleet> {
+  const log = deps.log ?? pino({ level: config.log.level, base: { service: 'outpost-fleet' } });
+  const clock = deps.clock ?? systemClock;
+  // Owner-only when we create it: it holds the signing key, the admin token and hashed device secrets.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = openFleetStore(config.dataDir);
+  try {
+    const signingKey = loadOrCreateSigningKey(config.dataDir, log);
+    const admin = ensureAdminToken({ tokens: store.tokens, dataDir: config.dataDir, clock, log });
+    const metrics = createFleetMetrics();
+    const authority = createDeviceAuthority(store.devices);
+    const auth = createAuth({ tokens: store.tokens, authority });
+    let broker: FleetBroker | undefined;
+    let client: FleetClient | undefined;
+    let urls: FleetUrls | undefined;
+    metrics.setConnectedSource(() => broker?.connectedCount() ?? 0);
+    const connections = brokerConnections(() => broker, store.devices, log);
+    const enrollment = new Enrollment({ devices: store.devices, tokens: store.tokens, connections, config: config.enrollment, clock, metrics, log });
+    const ingest = createIngest({ devices: store.devices, ingest: store.ingest, metrics, clock, log });
+    const retention = createRetention({ ingest: store.ingest, retentionDays: config.telemetry.retentionDays, clock, metrics, log });
+
+    const http = await buildHttpServer({
+      config, store, enrollment, metrics, log, clock, version: FLEET_VERSION, publicKeyPem: signingKey.publicKeyPem,
+      requirePrincipal: auth.requirePrincipal,
+      requireOperator: auth.requireOperator,
+      urls() {
+        if (!urls) throw fail('FLEET_UNAVAILABLE', 'the fleet server is starting');
+        return { mqttUrl: urls.mqttUrl, fleetUrl: urls.httpUrl };
+      },
+      apiRoutes: [
+        (api) => registerRegistryRoutes(api, {
+          db: store.db, dataDir: config.dataDir, maxArtifactBytes: config.registry.maxArtifactBytes, signingKey: signingKey.privateKey, log,
+          requireOperator: auth.requireOperator, requirePrincipal: auth.requirePrincipal,
+        }),
+      ],
+    });
+
+    let stopping: Promise<void> | undefined;
+    const stop = async (): Promise<void> => {
+      await retention.stop();
+      await http.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing HTTP'));
+      await client?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the fleet MQTT client'));
+      await broker?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the broker'));
+      store.close();
+      log.info('fleet server stopped');
+    };
+
+    return {
+      config, store, metrics, http, signingKey, retention, ingest,
+      adminTokenFile: admin.file,
+      adminTokenCreated: admin.created,
+      broker: () => broker,
+      async start() {
+        const b = config.broker;
+        if (b.url === undefined) {
+          // Nobody can be connected to a broker that is only starting now; reported state says otherwise.
+          store.devices.markAllOffline();
+          const embedded = await startEmbeddedBroker({
+            host: b.host, port: b.port, maxPacketBytes: b.maxPacketBytes, authority, metrics: brokerMetricsOf(metrics), log,
+            ...(b.certFile && b.keyFile ? { tls: { port: b.tlsPort, certFile: b.certFile, keyFile: b.keyFile } } : {}),
+          });
+          broker = embedded;
+          urls = { mqttUrl: b.publicUrl ?? `mqtt://${reachableHost(b.host)}:${embedded.port}`, httpUrl: '' };
+        } else {
+          broker = externalBroker({
+            url: b.url, username: b.username!, password: b.password!, passwordFile: b.passwordFile, pidFile: b.pidFile,
+            fleetPasswordHash: hashSecret(b.password!), log,
+          });
+          await connections.sync();
+          urls = { mqttUrl: b.publicUrl ?? b.url, httpUrl: '' };
+        }
+        client = await connectFleetClient({
+          url: broker.internalUrl, ...broker.internalCredentials, log, onMessage: ingest,
+          ...(b.sharedGroup ? { sharedGroup: b.sharedGroup, clientId: fleetClientId(config.dataDir) } : {}),
+        });
+        const listening = await http.listen({ host: config.http.host, port: config.http.port });
+        const port = new URL(listening).port;
+        urls = { mqttUrl: urls.mqttUrl, httpUrl: stripSlash(config.http.publicUrl ?? `http://${reachableHost(config.http.host)}:${port}`) };
+        try {
+          retention.runOnce();
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'retention failed at start; the hourly job retries');
+        }
+        retention.start();
+        log.info({ httpUrl: urls.httpUrl, mqttUrl: urls.mqttUrl, adminTokenFile: admin.file }, 'fleet server started');
+        return urls;
+      },
+      stop() {
+        stopping ??= stop();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+}
+
+/** The address devices on this machine reach a wildcard bind at; a specific host is used as it is. */
+function reachableHost(host: string): string {
+  if (host === '0.0.0.0' || host === '' || host === '::') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+function stripSlash(url: string): string {
+  return url.endsWith('/') ? url.slice(0, -1) : url;
+}
+
+/** With shared subscriptions several fleet servers connect at once, so each needs its own stable client id. */
+function fleetClientId(dataDir: string): string {
+  return `${FLEET_USERNAME}-${createHash('sha256').update(`${os.hostname()}\n${dataDir}`).digest('hex').slice(0, 12)}`;
+}

@@ -1,0 +1,70 @@
+import type { Logger } from 'pino';
+import { decodeMessage } from '../../../shared/src/mqtt/messages.js';
+import { parseTopic, TOPIC_KINDS, type AgentTopicKind } from '../../../shared/src/mqtt/topics.js';
+import type { FleetMetrics, IngestRejectReason } from '../metrics/fleet-metrics.js';
+import { isoAt, type Clock } from '../storage/clock.js';
+import type { DeviceStore, IngestStore } from '../storage/fleet-store.js';
+import { dispatch } from './handlers/index.js';
+import { rateLimitedLog } from './log-limiter.js';
+
+export interface IngestDeps {
+  devices: DeviceStore;
+  ingest: IngestStore;
+  metrics: FleetMetrics;
+  clock: Clock;
+  log: Logger;
+}
+
+/** The fleet client's onMessage: one agent message in, stored once or dropped and counted. */
+export type IngestHandler = (topic: string, payload: Buffer) => void;
+
+/**
+ * Telemetry ingest (DESIGN §4, §5): topic → kind and device → decode and validate (size, JSON, schema, the
+ * payload names the topic's device) → the device is enrolled and not revoked → the kind's handler stores it
+ * exactly once. Anything wrong is logged (rate-limited), counted in outpost_fleet_rejected_messages_total and
+ * dropped; nothing here throws, so one bad message can never stop the ingest or the server.
+ */
+export function createIngest(deps: IngestDeps): IngestHandler {
+  const { devices, ingest, metrics, clock, log } = deps;
+  const limited = rateLimitedLog(log, clock);
+  const ctx = { store: ingest };
+
+  const reject = (kind: string, reason: IngestRejectReason, fields: Record<string, unknown>, detail: string) => {
+    metrics.rejected.inc({ kind, reason });
+    limited('warn', `${kind}:${reason}`, { kind, reason, ...fields }, `dropped an agent message: ${detail}`);
+  };
+
+  return (topic, payload) => {
+    let kind = 'unknown';
+    try {
+      const parsed = parseTopic(topic);
+      if (!parsed || TOPIC_KINDS[parsed.kind].from !== 'agent') {
+        return reject(kind, 'unknown-topic', { topic: topic.slice(0, 200) }, 'not an agent topic');
+      }
+      kind = parsed.kind;
+      const { deviceId } = parsed;
+      const decoded = decodeMessage(parsed.kind as AgentTopicKind, payload, deviceId);
+      if (!decoded.ok) return reject(kind, decoded.reason, { deviceId }, decoded.detail.slice(0, 300));
+      // Checked after decoding so a flood of garbage costs no database read.
+      const standing = devices.standing(deviceId);
+      if (standing !== 'active') return reject(kind, standing === 'revoked' ? 'revoked' : 'unknown-device', { deviceId }, `device ${standing ?? 'not enrolled'}`);
+      const receivedMs = clock.now();
+      const outcome = dispatch(ctx, parsed.kind as AgentTopicKind, deviceId, decoded.message, isoAt(receivedMs));
+      if (outcome === 'duplicate') {
+        metrics.duplicates.inc({ kind });
+        return;
+      }
+      metrics.ingested.inc({ kind });
+      if (outcome === 'stored') {
+        const sentMs = Date.parse((decoded.message as { ts: string }).ts);
+        // A device clock ahead of ours would give a negative delay; count it as immediate.
+        metrics.ingestDelay.observe(Math.max(0, receivedMs - sentMs) / 1000);
+      }
+    } catch (err) {
+      // A storage failure (disk full, I/O error) drops this message; the agent's outbox holds it only until
+      // PUBACK, which the broker already sent, so this is counted loudly.
+      metrics.rejected.inc({ kind, reason: 'store-failed' });
+      limited('error', `${kind}:store-failed`, { kind, topic: topic.slice(0, 200), err: (err as Error).message }, 'cannot store an agent message');
+    }
+  };
+}
