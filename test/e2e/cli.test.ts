@@ -94,7 +94,27 @@ describe('outpost-agent command line', () => {
 });
 
 describe('npm start (the demo)', () => {
-  it('starts the agent, detects the sample frame and prints detections and URLs', async () => {
+  it('runs the fleet server, enrolls the agent, pushes the model, detects the sample and shows the fleet counting it', async () => {
+    const data = tempDir();
+    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/fleet-server/src/demo.js'), '--once', '--port', '0'], {
+      env: { ...process.env, OUTPOST_DEMO_DIR: data },
+      cwd: REPO_ROOT,
+    });
+    children.push(child);
+    const r = await finish(child);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Outpost fleet server http:\/\/127\.0\.0\.1:\d+/);
+    const device = /enrolled as device (\S+)/.exec(r.stdout)?.[1];
+    expect(device).toBeDefined();
+    expect(r.stdout).toContain('pushed demo-shapes@1');
+    const truth = JSON.parse(readFileSync(path.join(GENERATED_SAMPLES, 'shapes.json'), 'utf8')) as { objects: { label: string }[] };
+    expect(r.stdout.match(/box x1=/g)?.length).toBe(truth.objects.length);
+    // The fleet saw the device online and counted the one request the demo made, through MQTT telemetry.
+    expect(r.stdout).toMatch(new RegExp(`${device}\\s+site=demo\\s+yes\\s+cpu`));
+    expect(r.stdout).toMatch(/requests 1 {2}failures 0/);
+  });
+
+  it('the agent-only demo (npm run demo:agent) starts the agent, detects the sample frame and prints detections and URLs', async () => {
     const data = tempDir();
     const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/agent/src/demo.js'), '--once', '--port', '0'], {
       env: { ...process.env, OUTPOST_DATA_DIR: data, OUTPOST_HTTP_HOST: '127.0.0.1' },
