@@ -236,6 +236,8 @@ describe('request validation', () => {
       ['POST', '/api/v1/enrollment-tokens', { tags: { 'bad key!': 'x' } }],
       ['POST', '/api/v1/enrollment-tokens', { tags: { site: 7 } }],
       ['POST', '/api/v1/enrollment-tokens', { deviceId: '../etc' }],
+      ['POST', '/api/v1/enrollment-tokens', { deviceId: 'outpost-fleet' }],
+      ['POST', '/api/v1/enrollment-tokens', { deviceId: 'refused-abc' }],
       ['POST', '/api/v1/enrollment-tokens', { surprise: true }],
       ['POST', '/api/v1/enrollment-tokens', [1, 2]],
       ['POST', '/api/v1/enroll', {}],

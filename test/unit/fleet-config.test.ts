@@ -76,7 +76,7 @@ describe('fleet config layers', () => {
   });
 
   it('accepts an external broker with the fleet server\'s credentials', () => {
-    const c = loadFleetConfig({ env: { OUTPOST_BROKER_URL: 'mqtt://127.0.0.1:1884', OUTPOST_BROKER_USERNAME: 'outpost-fleet', OUTPOST_BROKER_PASSWORD: 's3cret', OUTPOST_BROKER_SHARED_GROUP: 'ingest' }, cwd: tmp, flags: { broker: { passwordFile: 'mosquitto/passwd' } } });
+    const c = loadFleetConfig({ env: { OUTPOST_BROKER_URL: 'mqtt://127.0.0.1:1884', OUTPOST_BROKER_USERNAME: 'outpost-fleet', OUTPOST_BROKER_PASSWORD: 's3cret', OUTPOST_BROKER_SHARED_GROUP: 'ingest', OUTPOST_BROKER_PUBLIC_URL: 'mqtts://fleet.example:8883' }, cwd: tmp, flags: { broker: { passwordFile: 'mosquitto/passwd' } } });
     expect(c.broker).toMatchObject({ url: 'mqtt://127.0.0.1:1884', username: 'outpost-fleet', password: 's3cret', sharedGroup: 'ingest', passwordFile: path.join(tmp, 'mosquitto/passwd') });
   });
 
@@ -110,6 +110,10 @@ describe('fleet config validation', () => {
   it('checks the rules between keys: TLS needs cert and key, an external broker needs credentials, default ttl ≤ max', () => {
     expect(configError(() => loadFleetConfig({ env: {}, flags: { broker: { certFile: '/c.pem' } } })).problems.join()).toContain('certFile and keyFile go together');
     expect(configError(() => loadFleetConfig({ env: {}, flags: { broker: { url: 'mqtt://127.0.0.1:1883' } } })).problems.join()).toContain('needs broker.username and broker.password');
+    // Devices reach an external broker on their own listener; defaulting them to the fleet's URL locked them out.
+    expect(configError(() => loadFleetConfig({ env: {}, flags: { broker: { url: 'mqtt://127.0.0.1:1884', username: 'f', password: 'p' } } })).problems.join()).toContain('needs broker.publicUrl');
+    // tcp:// and tls:// are mqtt.js aliases the agent does not accept: never hand them to a device.
+    expect(configError(() => loadFleetConfig({ env: {}, flags: { broker: { publicUrl: 'tcp://fleet:1883' } } })).problems.join()).toContain('broker.publicUrl');
     expect(configError(() => loadFleetConfig({ env: {}, flags: { enrollment: { defaultTtlSeconds: 10, maxTtlSeconds: 5 } } })).problems.join()).toContain('defaultTtlSeconds must not exceed maxTtlSeconds');
   });
 

@@ -10,6 +10,8 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min
 const port = int(0, 65535);
 const httpUrl = z.url({ protocol: /^https?$/ });
 const mqttUrl = z.url({ protocol: /^(mqtt|mqtts|tcp|tls|ws|wss)$/ });
+/** What devices are told: the agent speaks mqtt:// and mqtts:// (and ws:// / wss://), not mqtt.js' tcp:// / tls:// aliases. */
+const deviceMqttUrl = z.url({ protocol: /^(mqtt|mqtts|ws|wss)$/ });
 
 /** A broker packet carries the payload plus topic and headers; below this a valid maximum-size message is cut. */
 export const MIN_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096;
@@ -47,13 +49,18 @@ export const FleetConfigSchema = z.strictObject({
       keyFile: z.string().min(1).optional(),
       /** Largest MQTT packet the embedded broker accepts, in bytes; bigger ones close the connection. */
       maxPacketBytes: int(MIN_PACKET_BYTES, 256 * 1024 * 1024).default(1024 * 1024),
-      /** MQTT URL devices are told at enrollment; default mqtt://127.0.0.1:<port> (or broker.url when external). */
-      publicUrl: mqttUrl.optional(),
+      /** MQTT URL devices are told at enrollment; required with broker.url. Default (embedded): mqtt://<host the device enrolled through>:<port>. */
+      publicUrl: deviceMqttUrl.optional(),
     })
     .refine((b) => (b.certFile === undefined) === (b.keyFile === undefined), { message: 'certFile and keyFile go together: set both or neither', path: ['certFile'] })
     .refine((b) => b.url === undefined || (b.username !== undefined && b.password !== undefined), {
       message: 'an external broker (broker.url) needs broker.username and broker.password for the fleet server',
       path: ['url'],
+    })
+    // Devices usually reach an external broker on another listener than the fleet's own (fleet-server/mosquitto/).
+    .refine((b) => b.url === undefined || b.publicUrl !== undefined, {
+      message: 'an external broker (broker.url) needs broker.publicUrl: the MQTT URL devices connect to (e.g. its device listener)',
+      path: ['publicUrl'],
     })
     .prefault({}),
   enrollment: z

@@ -67,9 +67,10 @@ export class Enrollment {
     const { device, reenrolled } = outcome;
     metrics.enrollments.inc({ kind: reenrolled ? 'reenrolled' : 'new' });
     log.info({ deviceId: device.id, reenrolled, tags: device.tags }, 'device enrolled');
-    // Sync before kicking, so a kicked device reconnecting to an external broker meets the new secret only.
-    await connections.sync();
+    // Kick, then sync: an external broker's disconnect() removes the device's login to force the old
+    // connection off, so the sync that follows must be the last word and install the new secret's hash.
     if (reenrolled) await connections.kick(device.id);
+    await connections.sync();
     return { deviceId: device.id, secret, tags: device.tags, reenrolled };
   }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { HIST_MAX_INDEX } from '../telemetry/histogram.js';
 import type { TopicKind } from './topics.js';
 
 /**
@@ -33,7 +34,11 @@ export const LatencySummarySchema = z.strictObject({
   p95: ms,
   p99: ms,
   /** Sparse histogram: bucket index (see shared/src/telemetry/histogram.ts) → count. Mergeable across windows. */
-  hist: z.record(z.string().regex(/^\d{1,3}$/), count),
+  hist: z.record(
+    // Canonical indexes only ("7", never "007": the key is looked up by String(index) when merged), ≤ HIST_MAX_INDEX.
+    z.string().regex(/^(0|[1-9]\d{0,2})$/).refine((k) => Number(k) <= HIST_MAX_INDEX, `bucket index above ${HIST_MAX_INDEX}`),
+    count,
+  ),
 });
 
 /** What one model version served in one telemetry window. */
