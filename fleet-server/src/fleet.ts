@@ -13,7 +13,6 @@ import { connectFleetClient } from './broker/fleet-client.js';
 import { FLEET_USERNAME, type FleetBroker, type FleetClient } from './broker/types.js';
 import type { FleetConfig } from './config/schema.js';
 import { brokerConnections } from './devices/connections.js';
-import { hashSecret } from './devices/secret-hash.js';
 import { Enrollment } from './devices/enrollment.js';
 import { fail } from './errors.js';
 import { buildHttpServer } from './http/server.js';
@@ -50,13 +49,16 @@ export interface Fleet {
   readonly adminTokenFile: string;
   /** True when this start created the first operator token (main prints where it is). */
   readonly adminTokenCreated: boolean;
-  /** The ingest entry point the fleet's MQTT client feeds; exposed for tests and tools. */
+  /** The ingest entry point (embedded broker: its authorizePublish hook; external: the fleet's MQTT client); exposed for tests and tools. */
   readonly ingest: IngestHandler;
   /** The broker, once started. */
   broker(): FleetBroker | undefined;
   /** Starts the broker, the fleet's MQTT client and HTTP, in that order; resolves with the URLs. */
   start(): Promise<FleetUrls>;
-  /** Stops everything in reverse order; safe to call twice or after a failed start. */
+  /**
+   * Stops HTTP (in-flight requests get HTTP_CLOSE_DEADLINE_MS), then the device connections, the fleet's own
+   * client, the broker and the store; safe to call twice or after a failed start.
+   */
   stop(): Promise<void>;
 }
 
@@ -104,7 +106,10 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
     let stopping: Promise<void> | undefined;
     const stop = async (): Promise<void> => {
       await retention.stop();
-      await http.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing HTTP'));
+      await closeHttp(http, log);
+      // Devices first, so no device message arrives while the parts below go away. (Durability does not depend
+      // on this order: the embedded broker acks a device message only once it is stored, and the store closes last.)
+      await broker?.closeDevices?.().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing device connections'));
       await client?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the fleet MQTT client'));
       await broker?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the broker'));
       store.close();
@@ -123,20 +128,23 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
           store.devices.markAllOffline();
           const embedded = await startEmbeddedBroker({
             host: b.host, port: b.port, maxPacketBytes: b.maxPacketBytes, authority, metrics: brokerMetricsOf(metrics), log,
+            // Device messages are stored before their PUBACK; only a storage failure withholds it.
+            onDeviceMessage: (topic, payload) => ingest(topic, payload) !== 'store-failed',
             ...(b.certFile && b.keyFile ? { tls: { port: b.tlsPort, certFile: b.certFile, keyFile: b.keyFile } } : {}),
           });
           broker = embedded;
           urls = { mqttUrl: b.publicUrl ?? `mqtt://${reachableHost(b.host)}:${embedded.port}`, httpUrl: '' };
         } else {
-          broker = externalBroker({
-            url: b.url, username: b.username!, password: b.password!, passwordFile: b.passwordFile, pidFile: b.pidFile,
-            fleetPasswordHash: hashSecret(b.password!), log,
-          });
+          // The fleet's own user stays out of the devices' password file: it may do everything under outpost/v1/#,
+          // so it belongs only in the fleet listener's file (mosquitto/README.md).
+          broker = externalBroker({ url: b.url, username: b.username!, password: b.password!, passwordFile: b.passwordFile, pidFile: b.pidFile, log });
           await connections.sync();
           urls = { mqttUrl: b.publicUrl ?? b.url, httpUrl: '' };
         }
+        // Embedded: the broker already ingests (above), so the client only publishes; subscribing too would store
+        // every message twice. External: the client is the ingest, acking Mosquitto only after ingest returned.
         client = await connectFleetClient({
-          url: broker.internalUrl, ...broker.internalCredentials, log, onMessage: ingest,
+          url: broker.internalUrl, ...broker.internalCredentials, log, ...(b.url === undefined ? {} : { onMessage: ingest }),
           ...(b.sharedGroup ? { sharedGroup: b.sharedGroup, clientId: fleetClientId(config.dataDir) } : {}),
         });
         const listening = await http.listen({ host: config.http.host, port: config.http.port });
@@ -160,6 +168,28 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
     store.close();
     throw err;
   }
+}
+
+/** How long shutdown lets in-flight HTTP requests (a slow artifact download or upload) finish before cutting them. */
+const HTTP_CLOSE_DEADLINE_MS = 5_000;
+
+/**
+ * fastify's close() closes idle connections (forceCloseConnections: 'idle') and then waits for every request in
+ * flight, without limit (requestTimeout is 0): a stalled download would hold shutdown forever. After the
+ * deadline the remaining connections are destroyed.
+ */
+async function closeHttp(http: FastifyInstance, log: Logger): Promise<void> {
+  const closed = http.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing HTTP'));
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'deadline'>((resolve) => {
+    timer = setTimeout(() => resolve('deadline'), HTTP_CLOSE_DEADLINE_MS);
+  });
+  if ((await Promise.race([closed, deadline])) === 'deadline') {
+    log.warn({ deadlineMs: HTTP_CLOSE_DEADLINE_MS }, 'HTTP requests still running at shutdown; closing their connections');
+    http.server.closeAllConnections();
+    await closed;
+  }
+  clearTimeout(timer);
 }
 
 /** The address devices on this machine reach a wildcard bind at; a specific host is used as it is. */

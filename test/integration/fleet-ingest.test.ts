@@ -6,8 +6,8 @@ import { manualClock } from '../../fleet-server/src/storage/clock.js';
 import { connectDevice, enrollDevice, eventually, startFleet, type EnrolledDevice, type RunningFleet } from '../helpers/fleet.js';
 import { parseMetrics, samples, type Sample } from '../helpers/prom-text.js';
 
-// A real enrolled device (mqtt.js with its own credentials) publishing to the embedded broker; the fleet's own
-// MQTT client feeds the ingest; results are read back through the REST API, /metrics and the SQLite file.
+// A real enrolled device (mqtt.js with its own credentials) publishing to the embedded broker, whose
+// publish hook feeds the ingest before the PUBACK; results are read back through REST, /metrics and SQLite.
 const open: { fleets: RunningFleet[]; clients: MqttClient[] } = { fleets: [], clients: [] };
 afterEach(async () => {
   for (const c of open.clients.splice(0)) c.end(true);

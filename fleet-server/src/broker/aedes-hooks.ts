@@ -1,9 +1,9 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { AedesOptions, AuthenticateError, Client, ConnectPacket } from 'aedes';
+import type { AedesOptions, AuthenticateError, Client, ConnectPacket, PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import { isDeviceId } from '../../../shared/src/mqtt/topics.js';
 import { devicePublishAllowed, deviceSubscribeAllowed, deviceWillAllowed, hasIllFormedUtf8 } from './acl.js';
-import { FLEET_USERNAME, type BrokerMetrics, type DeviceAuthority } from './types.js';
+import { FLEET_USERNAME, type BrokerMetrics, type DeviceAuthority, type DeviceMessageSink } from './types.js';
 
 export type Identity = { kind: 'fleet' } | { kind: 'device'; deviceId: string };
 
@@ -32,10 +32,12 @@ export interface AccessControl {
 export function createAccessControl(opts: {
   authority: DeviceAuthority;
   fleetPassword: string;
+  /** Stores each allowed device publish before aedes acks it (see accept below). Absent: publishes are only routed. */
+  onDeviceMessage?: DeviceMessageSink;
   metrics?: BrokerMetrics;
   log: Logger;
 }): AccessControl {
-  const { authority, metrics, log } = opts;
+  const { authority, metrics, log, onDeviceMessage } = opts;
   const fleetDigest = sha256(Buffer.from(opts.fleetPassword, 'utf8'));
   const verdicts = new WeakMap<Client, Verdict>();
 
@@ -79,14 +81,14 @@ export function createAccessControl(opts: {
 
     authorizePublish(client, packet, callback) {
       // client is null only when aedes replays a stored will of a vanished client; wills were checked at connect.
-      if (client === null) return callback(null);
+      if (client === null) return accept(null, packet, callback);
       const identity = identityOf(client);
       let reason: string | undefined;
       if (hasIllFormedUtf8(packet.topic)) reason = 'ill-formed UTF-8 topic';
       else if (packet.topic.startsWith('$SYS')) reason = '$SYS is reserved';
       else if (identity === undefined) reason = 'not authenticated';
       else if (identity.kind === 'device' && !devicePublishAllowed(identity.deviceId, packet.topic)) reason = 'topic outside own root';
-      if (reason === undefined) return callback(null);
+      if (reason === undefined) return identity?.kind === 'device' ? accept(client, packet, callback) : callback(null);
       metrics?.denied('publish', reason);
       log.warn({ clientId: client.id, topic: packet.topic, reason }, 'mqtt publish denied, closing the connection');
       // MQTT 3.1.1 cannot NACK a PUBLISH: the server either acks it or closes the connection [MQTT-3.3.5-2].
@@ -107,6 +109,21 @@ export function createAccessControl(opts: {
       callback(null, null);
     },
   };
+
+  /**
+   * A device's allowed publish (or a last will). aedes 1.2 writes a QoS 1 PUBACK right after this hook calls
+   * back (lib/handlers/publish.js enqueuePublish), before routing the message to any subscriber, so the PUBACK
+   * only means "stored" if the message is stored here, synchronously, first. On a storage failure the error
+   * makes aedes close the connection without a PUBACK: the agent's outbox still holds the row and resends it
+   * after reconnecting, by which time the database may have recovered.
+   */
+  function accept(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
+    if (onDeviceMessage === undefined) return callback(null);
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload, 'utf8') : packet.payload;
+    if (onDeviceMessage(packet.topic, payload)) return callback(null);
+    log.warn({ clientId: client?.id, topic: packet.topic }, 'device message not stored, closing the connection without PUBACK so the device resends it');
+    callback(new Error(`message on ${packet.topic} not stored`));
+  }
 
   function identityOf(client: Client): Identity | undefined {
     const verdict = verdicts.get(client);

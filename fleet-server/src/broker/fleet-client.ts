@@ -20,12 +20,19 @@ export interface FleetClientOptions {
   firstConnectTimeoutMs?: number;
   log: Logger;
   /**
-   * Called for every device message, one at a time, in arrival order. The PUBACK is sent after it returns (or its
-   * promise settles), so a slow consumer slows the broker instead of losing messages. It should handle bad
-   * payloads itself; if it throws, the error is logged and the message is acknowledged anyway, so one poison
-   * message cannot wedge the link.
+   * Called for every device message, one at a time, in arrival order. The PUBACK to the broker is sent after it
+   * returns (or its promise settles): mqtt.js 5 (lib/handlers/publish.ts) writes a QoS 1 PUBACK only in the
+   * callback of `client.handleMessage`, which we override below, and takes the next packet only after that. So
+   * with an external broker a message the fleet has not handled stays in its persistent session (clean: false)
+   * and is redelivered after a fleet restart or crash, and a slow consumer slows the broker instead of losing
+   * messages. It should handle bad payloads itself; if it throws, the error is logged and the message is
+   * acknowledged anyway, so one poison message cannot wedge the link.
+   *
+   * Absent: the client only publishes (`desired`, `cmd`) and subscribes to nothing. That is the embedded
+   * broker's case, which ingests device messages in its authorizePublish hook (before the device's PUBACK);
+   * subscribing as well would ingest everything twice.
    */
-  onMessage(topic: string, payload: Buffer): void | Promise<void>;
+  onMessage?(topic: string, payload: Buffer): unknown;
 }
 
 /** The subscription filters of the fleet's ingest: every agent → fleet kind of every device, QoS 1. */
@@ -41,7 +48,8 @@ export function ingestFilters(sharedGroup?: string): string[] {
  */
 export async function connectFleetClient(opts: FleetClientOptions): Promise<FleetClient> {
   const log = opts.log.child({ component: 'fleet-mqtt' });
-  const filters = ingestFilters(opts.sharedGroup);
+  const onMessage = opts.onMessage;
+  const filters = onMessage === undefined ? [] : ingestFilters(opts.sharedGroup);
   const options: IClientOptions = {
     protocolVersion: 4,
     clean: false,
@@ -59,12 +67,13 @@ export async function connectFleetClient(opts: FleetClientOptions): Promise<Flee
   client.handleMessage = (packet: IPublishPacket, callback) => {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     Promise.resolve()
-      .then(() => opts.onMessage(packet.topic, payload))
+      .then(() => onMessage?.(packet.topic, payload))
       .catch((err: unknown) => log.error({ err, topic: packet.topic }, 'fleet message handler failed; message acknowledged'))
       .finally(() => callback());
   };
 
   const subscribe = async (): Promise<void> => {
+    if (filters.length === 0) return;
     try {
       await client.subscribeAsync(filters, { qos: 1 });
     } catch (err) {

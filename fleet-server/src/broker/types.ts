@@ -1,7 +1,11 @@
 /**
  * The broker layer's contracts (DESIGN §4, §5). The fleet server talks MQTT 3.1.1 either through its embedded
- * aedes broker or through an external Mosquitto; in both cases its own ingest uses the same mqtt.js client
- * (fleet-client.ts), so nothing above this folder knows which broker runs.
+ * aedes broker or through an external Mosquitto. Where device messages are ingested differs, because the
+ * PUBACK must mean "stored" (the agent deletes an outbox row on PUBACK):
+ * - embedded: inside aedes' authorizePublish hook, before aedes writes the PUBACK (DeviceMessageSink);
+ * - external: Mosquitto acks the device after queueing the message in the fleet's persistent session; the
+ *   fleet's mqtt.js client (fleet-client.ts) acks Mosquitto only after the ingest returned.
+ * Publishing (desired, cmd) always goes through the fleet's own client.
  */
 
 /** Username (and, on the embedded broker, client id) of the fleet server's own MQTT client. */
@@ -12,6 +16,14 @@ export interface DeviceAuthority {
   /** True when deviceId is enrolled, not revoked, and secret matches its stored hash (verifySecret). */
   verify(deviceId: string, secret: string): boolean;
 }
+
+/**
+ * Embedded broker: stores one message a device published, synchronously, before aedes acknowledges it.
+ * Returns false when it could not be stored (database failure): the broker then closes that connection
+ * without a PUBACK, so the device keeps the message and resends it. Garbage must return true (dropped,
+ * counted and acknowledged: it will never become valid).
+ */
+export type DeviceMessageSink = (topic: string, payload: Buffer) => boolean;
 
 export type DeniedAction = 'connect' | 'publish' | 'subscribe';
 
@@ -33,6 +45,11 @@ export interface FleetBroker {
   disconnect(deviceId: string): Promise<void>;
   /** External mode: rewrite the Mosquitto password file from the authority's current device hashes (absent when embedded). */
   syncDevices?(entries: { deviceId: string; secretHash: string }[]): Promise<void>;
+  /**
+   * Embedded broker: stop accepting connections and close every device's one (their last wills are ingested),
+   * leaving the fleet's own client connected. The first step of shutdown. Absent for an external broker.
+   */
+  closeDevices?(): Promise<void>;
   /** Devices connected now. External mode: NaN, Mosquitto keeps that count ($SYS/broker/clients/connected). */
   connectedCount(): number;
   close(): Promise<void>;

@@ -38,6 +38,8 @@ export async function buildHttpServer(ctx: HttpContext): Promise<FastifyInstance
     bodyLimit: JSON_BODY_LIMIT,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // close() ends idle keep-alive connections at once and waits for requests in flight; fleet.ts stop() gives
+    // those a deadline (a stalled download would otherwise hold shutdown forever: requestTimeout is 0).
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 256 },
     // Router refusals (bad %-escapes, over-long parameters) reach neither a route nor the error handler.

@@ -15,8 +15,18 @@ export interface IngestDeps {
   log: Logger;
 }
 
-/** The fleet client's onMessage: one agent message in, stored once or dropped and counted. */
-export type IngestHandler = (topic: string, payload: Buffer) => void;
+/**
+ * What ingest did with one agent message. 'rejected' is garbage (bad topic, payload, schema, unknown or revoked
+ * device): dropped and counted, never going to become valid, so it is acknowledged like a stored one.
+ * 'store-failed' is the one outcome that must NOT be acknowledged: the message is fine, the database is not.
+ */
+export type IngestOutcome = 'stored' | 'duplicate' | 'rejected' | 'store-failed';
+
+/**
+ * One agent message in, stored once or dropped and counted. Synchronous: when it returns 'stored' or 'duplicate'
+ * the message is committed (SQLite synchronous=FULL), which is what lets the embedded broker send the PUBACK.
+ */
+export type IngestHandler = (topic: string, payload: Buffer) => IngestOutcome;
 
 /**
  * Telemetry ingest (DESIGN §4, §5): topic → kind and device → decode and validate (size, JSON, schema, the
@@ -29,12 +39,13 @@ export function createIngest(deps: IngestDeps): IngestHandler {
   const limited = rateLimitedLog(log, clock);
   const ctx = { store: ingest };
 
-  const reject = (kind: string, reason: IngestRejectReason, fields: Record<string, unknown>, detail: string) => {
+  const reject = (kind: string, reason: IngestRejectReason, fields: Record<string, unknown>, detail: string): IngestOutcome => {
     metrics.rejected.inc({ kind, reason });
     limited('warn', `${kind}:${reason}`, { kind, reason, ...fields }, `dropped an agent message: ${detail}`);
+    return 'rejected';
   };
 
-  return (topic, payload) => {
+  return (topic, payload): IngestOutcome => {
     let kind = 'unknown';
     try {
       const parsed = parseTopic(topic);
@@ -52,7 +63,7 @@ export function createIngest(deps: IngestDeps): IngestHandler {
       const outcome = dispatch(ctx, parsed.kind as AgentTopicKind, deviceId, decoded.message, isoAt(receivedMs));
       if (outcome === 'duplicate') {
         metrics.duplicates.inc({ kind });
-        return;
+        return 'duplicate';
       }
       metrics.ingested.inc({ kind });
       if (outcome === 'stored') {
@@ -60,11 +71,14 @@ export function createIngest(deps: IngestDeps): IngestHandler {
         // A device clock ahead of ours would give a negative delay; count it as immediate.
         metrics.ingestDelay.observe(Math.max(0, receivedMs - sentMs) / 1000);
       }
+      return 'stored'; // also the last will ('offline'): the device row was updated
     } catch (err) {
-      // A storage failure (disk full, I/O error) drops this message; the agent's outbox holds it only until
-      // PUBACK, which the broker already sent, so this is counted loudly.
+      // A storage failure (disk full, I/O error). The caller must not acknowledge the message: the embedded
+      // broker closes the device's connection instead, so its outbox (which deletes a row only on PUBACK)
+      // resends it later. Counted loudly either way.
       metrics.rejected.inc({ kind, reason: 'store-failed' });
       limited('error', `${kind}:store-failed`, { kind, topic: topic.slice(0, 200), err: (err as Error).message }, 'cannot store an agent message');
+      return 'store-failed';
     }
   };
 }
