@@ -77,6 +77,7 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
     db, outbox, committer, config, log,
     listModels: () => models.list().filter((v) => v.state === 'ready').map((v) => ({ model: v.name, version: v.version })),
   });
+  metrics.sources.telemetryLostRequests = () => telemetry.aggregator.lostRequests;
   const inference = new InferenceService(metrics, state, config.limits, telemetry.observer);
   const startedAt = new Date();
   let accepting = true;

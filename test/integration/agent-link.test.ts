@@ -173,6 +173,8 @@ describe('fleet link', () => {
   it('dead-letters a message the broker keeps refusing, without blaming the healthy rows behind it', async () => {
     // The broker closes any connection that sends a packet over 4 KiB: the 8 KiB event is poison.
     const h = await harness({ maxPacketBytes: 4096 });
+    const causes: string[] = [];
+    h.link.on('disconnected', (d) => causes.push(d.cause));
     const head = await enqueueEvents(h.outbox, 1, 3);
     const { seq: poison } = await h.outbox.enqueue(event(4, { blob: 'x'.repeat(8192) }));
     const tail = await enqueueEvents(h.outbox, 5, 20);
@@ -187,6 +189,39 @@ describe('fleet link', () => {
     expect(h.outbox.stats().deadLettered).toBe(1);
     const dead = h.db.prepare('SELECT seq, attempts FROM outbox_dead_letter').all() as { seq: number; attempts: number }[];
     expect(dead).toEqual([{ seq: poison, attempts: OUTBOX.maxAttempts }]);
+    // Each blamed drop was the broker hanging up on the poison message.
+    expect(causes.filter((c) => c === 'closed-by-peer').length).toBeGreaterThanOrEqual(OUTBOX.maxAttempts);
+  });
+
+  it('never dead-letters a healthy message for drops the broker did not make (silence watchdog on a black-holed link, more than maxAttempts times)', async () => {
+    // An MTU black hole: CONNECT/CONNACK pass, then nothing does. Each connection is frozen the moment it is
+    // up, with rows in flight and no PUBACK on it; the watchdog drops it after 1.5 × keepalive.
+    const h = await harness({ fleet: { keepaliveSeconds: 1 } });
+    const rows = [...(await enqueueEvents(h.outbox, 1, 2)), (await h.outbox.enqueue(event(3, { blob: 'x'.repeat(3000) }))).seq];
+    let blackHole = true;
+    h.link.on('connected', () => {
+      if (blackHole) h.proxy.freeze();
+    });
+    const causes: string[] = [];
+    h.link.on('disconnected', (d) => causes.push(d.cause));
+    h.link.start();
+    const drops = OUTBOX.maxAttempts + 1;
+    for (let round = 1; round <= drops; round++) {
+      await until(`black-holed connection ${round} dropped`, () => causes.length >= round, 10_000);
+      // Let the next attempt's CONNECT and CONNACK through; the listener above freezes it again once it is up.
+      if (round < drops) h.proxy.unfreeze();
+    }
+    // Dropped by this side (mqtt.js' own keepalive timer may win the race with the watchdog), never by the broker.
+    expect(causes.filter((c) => c !== 'watchdog' && c !== 'keepalive-timeout')).toEqual([]);
+    expect(h.outbox.stats().deadLettered).toBe(0);
+    expect(h.db.prepare('SELECT COUNT(*) AS n FROM outbox_dead_letter').get()).toEqual({ n: 0 });
+    expect(h.db.prepare('SELECT MAX(attempts) AS m FROM outbox').get()).toEqual({ m: 0 });
+
+    // The network heals: every row, the large one included, reaches the fleet.
+    blackHole = false;
+    h.proxy.unfreeze();
+    await until('every row at the fleet', () => rows.every((s) => h.fleet.seqs('events').includes(s)), 10_000);
+    expect(h.outbox.stats().deadLettered).toBe(0);
   });
 
   it.skipIf(spawnSync('openssl', ['version']).status !== 0)('connects over TLS (mqtts://) verifying the broker with fleet.caFile, and refuses a broker it cannot verify', async () => {

@@ -2,10 +2,21 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { isOutboxError } from '../../agent/src/outbox/errors.js';
 import { eventBody, openOutbox, tempDir, type OutboxFixture } from '../helpers/outbox-db.js';
 
+/** Polls `check` every 20 ms until it holds; fails after `timeoutMs`. */
+async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /**
- * A commit that fails (here: disk full, SQLITE_FULL, from a database capped with max_page_count) must stop
- * the outbox from acknowledging anything: producers are told, an alarm is raised and logged, and nothing
- * is retried silently until an operator clears it.
+ * A commit that fails (here: disk full, SQLITE_FULL, from a database capped with max_page_count) must not
+ * acknowledge anything it held: producers are told, an alarm is raised and logged, and new messages are
+ * refused while it is up. Disk full rolls back cleanly, so the committer retries (1 s doubling to 30 s) with
+ * real commits and the alarm clears by itself once one succeeds; an fsync error stays sticky
+ * (outbox-fsync.test.ts).
  */
 describe('outbox alarm on a failed commit', () => {
   let f: OutboxFixture | undefined;
@@ -16,13 +27,14 @@ describe('outbox alarm on a failed commit', () => {
     f = undefined;
   });
 
-  it('rejects the producers of the failed commit, raises the alarm, refuses new messages, and resumes only when cleared', async () => {
+  it('rejects the producers of the failed commit, refuses new messages while the disk is full, and clears by itself once space is back', async () => {
     const t = tempDir();
     remove = t.remove;
     f = openOutbox(t.dir, { groupCommitMs: 10, groupCommitRows: 100 });
     const fx = f;
     const ok = await Promise.all([1, 2, 3, 4, 5].map((n) => fx.outbox.enqueue({ kind: 'events', body: eventBody(n) })));
-    expect(ok.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    const base = ok[0]!.seq;
+    expect(ok.map((r) => r.seq)).toEqual([base, base + 1, base + 2, base + 3, base + 4]);
     const firstRow = fx.outbox.next(0, 1)[0]!;
 
     // The disk is full: the database may not grow by more than two pages.
@@ -42,23 +54,32 @@ describe('outbox alarm on a failed commit', () => {
     expect(alarm).toMatch(/SQLITE_FULL/);
     expect(fx.entries.some((e) => e.level === 'error' && /commit failed/.test(e.msg ?? ''))).toBe(true);
 
-    // While the alarm is up: new messages are refused at once, acks wait, nothing is committed.
+    // While the disk stays full: new messages are refused at once, acks wait, and a retry fails without
+    // clearing the alarm (it really tries to commit; it does not just wait and hope).
+    const failures = fx.committer.failures;
     const commits = fx.committer.commits;
     await expect(fx.outbox.enqueue({ kind: 'events', body: eventBody(999) })).rejects.toSatisfy((e: unknown) => isOutboxError(e, 'OUTBOX_ALARM'));
     fx.outbox.ack(firstRow.id);
     expect(fx.committer.flush()).toBe(false);
+    await waitFor('a retry that fails on the still-full disk', () => fx.committer.failures > failures, 5_000);
+    expect(fx.outbox.stats().alarm).toMatch(/SQLITE_FULL/);
     expect(fx.committer.commits).toBe(commits);
-    expect(fx.peek('SELECT seq FROM outbox WHERE id = ?', firstRow.id)).toEqual([{ seq: 1 }]);
+    await expect(fx.outbox.enqueue({ kind: 'events', body: eventBody(998) })).rejects.toSatisfy((e: unknown) => isOutboxError(e, 'OUTBOX_ALARM'));
+    expect(fx.peek('SELECT seq FROM outbox WHERE id = ?', firstRow.id)).toEqual([{ seq: base }]);
 
-    // The operator frees space and clears the alarm: the outbox resumes, numbering where the durable rows stopped.
+    // Space comes back (logs rotated): the next retry commits, the alarm clears by itself and says so.
     fx.db.pragma('max_page_count = 1000000');
-    fx.committer.clearAlarm();
-    expect(fx.outbox.stats().alarm).toBeNull();
-    const resumed = await fx.outbox.enqueue({ kind: 'events', body: eventBody(1000) });
-    const lastDurable = Math.max(...ok.map((r) => r.seq), ...settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : [])));
-    expect(resumed.seq).toBe(lastDurable + 1);
-    // The ack held during the alarm is applied by the first commit after it.
+    await waitFor('the alarm to clear by itself', () => fx.outbox.stats().alarm === null, 10_000);
+    expect(fx.entries.some((e) => e.level === 'info' && /alarm cleared/.test(e.msg ?? ''))).toBe(true);
+    // The ack held during the alarm rode that retry.
     expect(fx.peek('SELECT seq FROM outbox WHERE id = ?', firstRow.id)).toEqual([]);
+
+    // New messages are accepted again, numbered where the durable rows stopped: no gap, no reuse.
+    const resumed = await Promise.all([1000, 1001, 1002].map((n) => fx.outbox.enqueue({ kind: 'events', body: eventBody(n) })));
+    const lastDurable = Math.max(...ok.map((r) => r.seq), ...settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : [])));
+    expect(resumed.map((r) => r.seq)).toEqual([lastDurable + 1, lastDurable + 2, lastDurable + 3]);
+    const stored = fx.peek<{ seq: number }>('SELECT seq FROM outbox ORDER BY id').map((r) => r.seq);
+    expect(stored).toEqual(Array.from({ length: stored.length }, (_, i) => base + 1 + i));
   });
 
   it('rejects every message of a commit that fails, the one whose insert hit the full disk included, and stores none', async () => {

@@ -9,6 +9,12 @@ import { transpileForChild, type ChildBuild } from '../helpers/ts-child.js';
 
 /** strace can inject syscall errors (research note §5.3 S1c) where ptrace is allowed. */
 const strace = spawnSync('strace', ['-f', '-o', '/dev/null', '-e', 'trace=fsync', 'true'], { stdio: 'ignore' }).status === 0;
+/** Kills the node process strace runs (its only child): killing strace itself would merely detach it. */
+function killTraced(c: RunningChild): void {
+  const ps = spawnSync('ps', ['-o', 'pid=', '--ppid', String(c.child.pid)], { encoding: 'utf8' });
+  for (const pid of (ps.stdout ?? '').trim().split(/\s+/).map(Number).filter((n) => n > 0)) process.kill(pid, 'SIGKILL');
+}
+
 /** fsync calls that succeed before ONE fails with EIO (opening and migrating take a few); later ones succeed again. */
 const FAILING_FSYNC = 40;
 
@@ -16,7 +22,8 @@ const FAILING_FSYNC = 40;
  * The fsyncgate lesson: when fsync fails, the outbox must stop acknowledging and raise an alarm, never
  * retry and claim success. The child runs the real outbox under strace, which fails exactly one fsync with
  * EIO: the fsyncs after it succeed, so an outbox that retried would go on acknowledging (the pages the failed
- * fsync lost would be missing without anyone knowing).
+ * fsync lost would be missing without anyone knowing). Unlike disk full (outbox-alarm.test.ts), whose alarm
+ * clears once a retried commit succeeds, this one must stay up past every retry delay.
  */
 describe.skipIf(!strace)('outbox when fsync fails (strace fault injection)', () => {
   let build: ChildBuild;
@@ -28,20 +35,29 @@ describe.skipIf(!strace)('outbox when fsync fails (strace fault injection)', () 
     tmp = tempDir('outpost-fsync-');
   });
   afterAll(() => {
-    if (c && c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
+    if (c && c.child.exitCode === null && c.child.signalCode === null) {
+      killTraced(c);
+      c.child.kill('SIGKILL');
+    }
     build?.remove();
     tmp?.remove();
   });
 
-  it('stops acknowledging at the first failed fsync, raises the alarm, and every acknowledged message is on disk', async () => {
+  it('stops acknowledging at the first failed fsync, keeps the alarm up (no retry), and every acknowledged message is on disk', async () => {
     const dbFile = path.join(tmp.dir, 'agent.db');
-    const cfg: ChildConfig = { dbFile, round: 0, eventsPerTick: 5, burst: 2, tickMs: 2, windowEveryMs: 30, maxTicks: 5_000, exitAfterAlarm: true };
-    c = spawnJsonLines('strace', [
+    // The child keeps producing after the alarm (every message must be refused) until it is killed.
+    const cfg: ChildConfig = { dbFile, round: 0, eventsPerTick: 5, burst: 2, tickMs: 2, windowEveryMs: 30, maxTicks: 50_000 };
+    const child = spawnJsonLines('strace', [
       '-f', '-o', '/dev/null', '-e', 'trace=fsync,fdatasync', '-e', `inject=fsync,fdatasync:error=EIO:when=${FAILING_FSYNC}`,
       process.execPath, build.pathOf('test/helpers/outbox-child.ts'), JSON.stringify(cfg),
     ]);
-    const exit = await c.exited;
-    expect(exit.code).toBe(0);
+    c = child;
+    await child.until((facts) => facts.some((f) => f.t === 'alarm'), 'the alarm after the failed fsync');
+    const alarmSeenAt = Date.now();
+    // Past the first two retry delays a disk-full alarm would wait (1 s, then 2 s): an I/O error must not clear.
+    await child.until(() => Date.now() - alarmSeenAt >= 3_500, 'the retry delays to pass while the child keeps producing', 15_000);
+    killTraced(child);
+    await child.exited;
 
     const facts = c.facts;
     const alarmAt = facts.findIndex((f) => f.t === 'alarm');
@@ -56,6 +72,10 @@ describe.skipIf(!strace)('outbox when fsync fails (strace fault injection)', () 
     const codes = new Set(after.filter((f) => f.t === 'rejected').map((f) => f.code));
     expect(codes.has('OUTBOX_COMMIT_FAILED')).toBe(true);
     expect(codes.has('OUTBOX_ALARM')).toBe(true);
+    // Still refused at the end, seconds later: the fsyncs after the failed one succeed, yet nothing cleared it.
+    expect(after.filter((f) => f.t === 'rejected').at(-1)).toMatchObject({ code: 'OUTBOX_ALARM' });
+    expect(c.stderr.some((l) => /"level":"error"/.test(l) && /until the agent restarts/.test(l))).toBe(true);
+    expect(c.stderr.some((l) => /retry failed|alarm cleared/.test(l))).toBe(false);
     // The error was logged for an operator.
     expect(c.stderr.some((l) => /"level":"error"/.test(l) && /commit failed/.test(l))).toBe(true);
 

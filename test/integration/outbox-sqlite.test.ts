@@ -1,3 +1,5 @@
+import { rmSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isOutboxError } from '../../agent/src/outbox/errors.js';
 import { eventBody, nextCommit, openOutbox, tempDir, type OutboxFixture } from '../helpers/outbox-db.js';
@@ -26,20 +28,43 @@ describe('SQLite outbox', () => {
     };
   }
 
-  it('numbers messages 1, 2, 3 … without gaps, and keeps counting after a close and reopen', async () => {
+  it('numbers messages from its creation time in µs, then +1 without gaps, and keeps counting after a close and reopen', async () => {
     const s = setup();
+    const createdAfterUs = Date.now() * 1000;
     let f = s.open();
+    const createdBeforeUs = Date.now() * 1000;
     const first = await Promise.all(Array.from({ length: 250 }, (_, i) => f.outbox.enqueue({ kind: i % 3 === 0 ? 'telemetry' : 'events', body: eventBody(i) })));
     await f.shutdown();
     f = s.open();
     const second = await Promise.all(Array.from({ length: 50 }, (_, i) => f.outbox.enqueue({ kind: 'events', body: eventBody(250 + i) })));
     const seqs = [...first, ...second].map((r) => r.seq);
-    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    const base = seqs[0]!;
+    expect(base).toBeGreaterThanOrEqual(createdAfterUs);
+    expect(base).toBeLessThanOrEqual(createdBeforeUs);
+    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => base + i));
     // Drain order (id) and seq agree, and each stored body is the one enqueued under that seq.
     const rows = f.outbox.next(0, 1000);
     expect(rows.map((r) => r.seq)).toEqual(seqs);
-    expect(rows.map((r) => (JSON.parse(r.body) as { data: { n: number } }).data.n)).toEqual(seqs.map((q) => q - 1));
+    expect(rows.map((r) => (JSON.parse(r.body) as { data: { n: number } }).data.n)).toEqual(seqs.map((q) => q - base));
     expect(f.outbox.stats()).toMatchObject({ rows: 300, droppedTelemetry: 0, deadLettered: 0, alarm: null });
+  });
+
+  it('gives a fresh outbox (agent.db deleted, or a re-enrolled replacement box) seqs above every seq an earlier one used', async () => {
+    // The fleet keeps each (deviceId, seq) once: a fresh database counting from 1 again would see its first N
+    // messages dropped as duplicates of the ones the device id sent before.
+    const s = setup();
+    const ranges: number[][] = [];
+    for (let round = 0; round < 2; round++) {
+      const f = s.open();
+      const got = await Promise.all(Array.from({ length: 200 }, (_, i) => f.outbox.enqueue({ kind: 'events', body: eventBody(i) })));
+      ranges.push(got.map((r) => r.seq));
+      await f.shutdown();
+      // The box is reflashed: the agent database is gone, the device id (credentials) is the same.
+      for (const suffix of ['', '-wal', '-shm']) rmSync(path.join(s.dir, `agent.db${suffix}`), { force: true });
+    }
+    const [a, b] = ranges as [number[], number[]];
+    for (const r of ranges) expect(r).toEqual(Array.from({ length: 200 }, (_, i) => r[0]! + i));
+    expect(b[0]!).toBeGreaterThan(a[a.length - 1]!);
   });
 
   it('resolves an enqueue only once its commit is durable: another connection sees the row by then, not before', async () => {
@@ -56,17 +81,17 @@ describe('SQLite outbox', () => {
     expect(f.peek<{ n: number }>('SELECT COUNT(*) AS n FROM outbox')[0]!.n).toBe(0);
     expect(f.outbox.next(0, 10)).toEqual([]);
     expect(f.committer.flush()).toBe(true);
-    await expect(p).resolves.toEqual({ seq: 1 });
+    const { seq } = await p;
     expect(seenAtResolve).toBe(1);
+    expect(f.peek('SELECT seq FROM outbox')).toEqual([{ seq }]);
   });
 
   it('commits on its own within groupCommitMs when fewer than groupCommitRows are waiting', async () => {
     const f = setup({ groupCommitMs: 20, groupCommitRows: 100 }).open();
     const before = f.committer.commits;
     const r = await f.outbox.enqueue({ kind: 'events', body: eventBody(1) });
-    expect(r.seq).toBe(1);
     expect(f.committer.commits - before).toBe(1);
-    expect(f.peek('SELECT seq FROM outbox')).toEqual([{ seq: 1 }]);
+    expect(f.peek('SELECT seq FROM outbox')).toEqual([{ seq: r.seq }]);
   });
 
   it('groups 1000 enqueues of one tick into a handful of transactions (group commit), not 1000 fsyncs', async () => {
@@ -84,33 +109,34 @@ describe('SQLite outbox', () => {
     const f = setup({ groupCommitMs: 10_000 }).open();
     const p = Array.from({ length: 10 }, (_, i) => f.outbox.enqueue({ kind: 'events', body: eventBody(i) }));
     f.committer.flush();
-    await Promise.all(p);
+    const base = (await Promise.all(p))[0]!.seq;
+    const seqs = (...ordinals: number[]) => ordinals.map((i) => base + i - 1);
     const firstFive = f.outbox.next(0, 5);
-    expect(firstFive.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(firstFive.map((r) => r.seq)).toEqual(seqs(1, 2, 3, 4, 5));
     expect(firstFive.every((r, i) => i === 0 || r.id > firstFive[i - 1]!.id)).toBe(true);
     // Paging from the last id continues where the first page stopped.
-    expect(f.outbox.next(firstFive[4]!.id, 100).map((r) => r.seq)).toEqual([6, 7, 8, 9, 10]);
+    expect(f.outbox.next(firstFive[4]!.id, 100).map((r) => r.seq)).toEqual(seqs(6, 7, 8, 9, 10));
 
     for (const r of firstFive.slice(0, 3)) f.outbox.ack(r.id);
     // Before the delete is committed: no longer handed out, but still on disk (a lost delete is only a resend).
-    expect(f.outbox.next(0, 100).map((r) => r.seq)).toEqual([4, 5, 6, 7, 8, 9, 10]);
-    expect(f.outbox.next(0, 2).map((r) => r.seq)).toEqual([4, 5]);
+    expect(f.outbox.next(0, 100).map((r) => r.seq)).toEqual(seqs(4, 5, 6, 7, 8, 9, 10));
+    expect(f.outbox.next(0, 2).map((r) => r.seq)).toEqual(seqs(4, 5));
     expect(f.peek<{ n: number }>('SELECT COUNT(*) AS n FROM outbox')[0]!.n).toBe(10);
 
     expect(f.committer.flush()).toBe(true);
-    expect(f.peek<{ seq: number }>('SELECT seq FROM outbox ORDER BY id').map((r) => r.seq)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    expect(f.peek<{ seq: number }>('SELECT seq FROM outbox ORDER BY id').map((r) => r.seq)).toEqual(seqs(4, 5, 6, 7, 8, 9, 10));
     expect(f.outbox.stats().rows).toBe(7);
-    expect(f.outbox.next(0, 100).map((r) => r.seq)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    expect(f.outbox.next(0, 100).map((r) => r.seq)).toEqual(seqs(4, 5, 6, 7, 8, 9, 10));
   });
 
   it('wakes the drainer (onCommitted) after a commit, when the new rows can already be read', async () => {
     const f = setup({ groupCommitMs: 10 }).open();
     const seen: number[][] = [];
     const off = f.outbox.onCommitted(() => seen.push(f.outbox.next(0, 10).map((r) => r.seq)));
-    await f.outbox.enqueue({ kind: 'events', body: eventBody(1) });
+    const { seq } = await f.outbox.enqueue({ kind: 'events', body: eventBody(1) });
     off();
     await f.outbox.enqueue({ kind: 'events', body: eventBody(2) });
-    expect(seen).toEqual([[1]]);
+    expect(seen).toEqual([[seq]]);
   });
 
   it('when full, drops the oldest telemetry (never events), counts the drops and keeps the count across a reopen', async () => {
@@ -157,18 +183,18 @@ describe('SQLite outbox', () => {
   it('moves a message the broker keeps rejecting to the dead-letter table after maxAttempts, and counts it', async () => {
     const s = setup({ maxAttempts: 3 });
     let f = s.open();
-    await Promise.all([1, 2, 3].map((n) => f.outbox.enqueue({ kind: 'events', body: eventBody(n) })));
+    const [s1, s2, s3] = (await Promise.all([1, 2, 3].map((n) => f.outbox.enqueue({ kind: 'events', body: eventBody(n) })))).map((r) => r.seq);
     const [poison, other] = f.outbox.next(0, 10);
     // The link calls failedAttempt synchronously; uncommitted attempts count too.
     expect(f.outbox.failedAttempt(poison!.id, 'connection closed by broker')).toBe(false);
     expect(f.outbox.failedAttempt(poison!.id, 'connection closed by broker')).toBe(false);
     expect(f.outbox.failedAttempt(other!.id, 'timeout')).toBe(false);
     expect(f.outbox.failedAttempt(poison!.id, 'connection closed by broker')).toBe(true);
-    expect(f.outbox.next(0, 10).map((r) => r.seq)).toEqual([2, 3]);
+    expect(f.outbox.next(0, 10).map((r) => r.seq)).toEqual([s2, s3]);
     expect(f.outbox.next(0, 10)[0]!.attempts).toBe(1);
     await nextCommit(f.committer);
-    expect(f.peek('SELECT seq, attempts, reason FROM outbox_dead_letter')).toEqual([{ seq: 1, attempts: 3, reason: 'connection closed by broker' }]);
-    expect(f.peek('SELECT seq, attempts FROM outbox ORDER BY id')).toEqual([{ seq: 2, attempts: 1 }, { seq: 3, attempts: 0 }]);
+    expect(f.peek('SELECT seq, attempts, reason FROM outbox_dead_letter')).toEqual([{ seq: s1, attempts: 3, reason: 'connection closed by broker' }]);
+    expect(f.peek('SELECT seq, attempts FROM outbox ORDER BY id')).toEqual([{ seq: s2, attempts: 1 }, { seq: s3, attempts: 0 }]);
     expect(f.outbox.stats()).toMatchObject({ rows: 2, deadLettered: 1 });
     await f.shutdown();
     f = s.open();
@@ -199,11 +225,13 @@ describe('SQLite outbox', () => {
   it('refuses what no broker would take with a clear error, and keeps working', async () => {
     const f = setup().open();
     const refused = async (p: Promise<unknown>) => p.then(() => 'accepted', (e: unknown) => (isOutboxError(e) ? e.code : String(e)));
+    const before = await f.outbox.enqueue({ kind: 'events', body: eventBody(0) });
     expect(await refused(f.outbox.enqueue({ kind: 'desired' as never, body: {} }))).toBe('OUTBOX_INVALID_MESSAGE');
     expect(await refused(f.outbox.enqueue({ kind: 'events', body: [1, 2] as never }))).toBe('OUTBOX_INVALID_MESSAGE');
     expect(await refused(f.outbox.enqueue({ kind: 'events', body: { big: 1n } }))).toBe('OUTBOX_INVALID_MESSAGE');
     expect(await refused(f.outbox.enqueue({ kind: 'events', body: { pad: 'x'.repeat(300 * 1024) } }))).toBe('OUTBOX_TOO_LARGE');
-    await expect(f.outbox.enqueue({ kind: 'events', body: eventBody(1) })).resolves.toEqual({ seq: 1 });
+    // Nothing refused took a seq: the next accepted message follows the one before the refusals.
+    await expect(f.outbox.enqueue({ kind: 'events', body: eventBody(1) })).resolves.toEqual({ seq: before.seq + 1 });
     await f.outbox.close();
     expect(await refused(f.outbox.enqueue({ kind: 'events', body: eventBody(2) }))).toBe('OUTBOX_CLOSED');
   });

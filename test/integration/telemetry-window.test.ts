@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentConfigSchema } from '../../agent/src/config/schema.js';
+import { createAgentMetrics } from '../../agent/src/metrics/agent-metrics.js';
 import { createOutbox } from '../../agent/src/outbox/create-outbox.js';
 import { isOutboxError } from '../../agent/src/outbox/errors.js';
 import type { CommitTimers } from '../../agent/src/outbox/group-commit.js';
@@ -154,18 +155,46 @@ describe('telemetry aggregation is durable and counted once', () => {
     expect(() => telemetryOn(f, {}, '*/10 * *')).toThrow(/telemetry\.schedule: "\*\/10 \* \*" is not a valid cron expression/);
   });
 
-  it('refuses to close a window while the outbox is in alarm, and queues nothing half-done', async () => {
+  it('refuses to close a window while the outbox is in alarm, queues nothing half-done, and counts every request once the disk has space again', async () => {
     const f = fixture({ groupCommitMs: 10_000 });
     const tel = telemetryOn(f);
     f.db.pragma(`max_page_count = ${(f.db.pragma('page_count', { simple: true }) as number) + 1}`);
     for (let i = 0; i < 300; i++) tel.observer(req({ model: `model-${i}`, classes: [`label-${'x'.repeat(100)}-${i}`] }));
     expect(f.committer.flush()).toBe(false);
     expect(f.outbox.stats().alarm).toMatch(/SQLITE_FULL/);
-    // The counts of the failed commit are dropped and counted, never written twice after the alarm is cleared.
-    expect(tel.aggregator.lostRequests).toBe(300);
+    // Disk full rolled the commit back cleanly: the counts are not on disk, so they are kept, not lost.
+    expect(tel.aggregator.lostRequests).toBe(0);
     await expect(tel.closeWindow()).rejects.toSatisfy((e: unknown) => isOutboxError(e, 'OUTBOX_ALARM'));
     expect(f.peek('SELECT seq FROM outbox')).toEqual([]);
     expect(f.peek('SELECT model FROM telemetry_window')).toEqual([]);
+
+    // Space is back: the committer's retry writes the kept counts, and the next window holds each request once.
+    tel.observer(req({ model: 'model-0' }));
+    f.db.pragma('max_page_count = 1000000');
+    const deadline = Date.now() + 10_000;
+    while (f.outbox.stats().alarm !== null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(f.outbox.stats().alarm).toBeNull();
+    const { seqs } = await tel.closeWindow();
+    const models = seqs.flatMap((seq) => fleetView(f, seq).models);
+    expect(models.reduce((n, m) => n + m.requests, 0)).toBe(301);
+    expect(models.find((m) => m.model === 'model-0')?.requests).toBe(2);
+    expect(tel.aggregator.lostRequests).toBe(0);
+  });
+
+  it('counts the requests it could not make durable before stopping, and exports the count', async () => {
+    const f = fixture({ groupCommitMs: 10_000 });
+    const tel = telemetryOn(f);
+    const metrics = createAgentMetrics();
+    metrics.sources.telemetryLostRequests = () => tel.aggregator.lostRequests;
+    f.db.pragma(`max_page_count = ${(f.db.pragma('page_count', { simple: true }) as number) + 1}`);
+    for (let i = 0; i < 300; i++) tel.observer(req({ model: `model-${i}`, classes: [`label-${'x'.repeat(100)}-${i}`] }));
+    expect(f.committer.flush()).toBe(false);
+    for (let i = 0; i < 20; i++) tel.observer(req());
+    // The agent stops while the disk is still full: the counts held in memory can never be sent.
+    tel.stop();
+    expect(tel.aggregator.lostRequests).toBe(320);
+    expect(f.entries.some((e) => e.level === 'error' && /pending at stop dropped/.test(e.msg ?? ''))).toBe(true);
+    expect(await metrics.registry.getSingleMetricAsString('outpost_telemetry_lost_requests_total')).toMatch(/^outpost_telemetry_lost_requests_total 320$/m);
   });
 
   it('queues a window too large for one MQTT payload as several valid messages, every request counted', async () => {

@@ -116,7 +116,7 @@ describe('outbox drain', () => {
     const first = new ManualBroker();
     drainer.attach(first);
     first.sent[0]!.ack();
-    drainer.detach(true, 'socket closed');
+    drainer.detach('closed-by-peer', 'socket closed');
     // A late PUBACK from the dead connection changes nothing.
     first.sent[1]!.ack();
     expect(outbox.rows.map((r) => r.seq)).toEqual([2, 3, 4]);
@@ -127,7 +127,7 @@ describe('outbox drain', () => {
     expect(outbox.rows.every((r) => r.attempts === 0)).toBe(true);
   });
 
-  it('poison rule: a drop before any PUBACK blames only the oldest row in flight, and the next connection probes with it alone', () => {
+  it('poison rule: a broker close before any PUBACK blames only the oldest row in flight, and the next connection probes with it alone', () => {
     const outbox = new MemoryOutbox(3);
     for (let i = 1; i <= 4; i++) outbox.add({ ts: 't', n: i });
     const drainer = make(outbox, 3);
@@ -136,7 +136,7 @@ describe('outbox drain', () => {
       const b = new ManualBroker();
       drainer.attach(b);
       expect(b.seqs()).toEqual(attempt === 1 ? [1, 2, 3] : [1]);
-      const blamed = drainer.detach(true, 'connection closed by broker');
+      const blamed = drainer.detach('closed-by-peer', 'connection closed by broker');
       expect(blamed?.blamedId).toBe(1);
       expect(drainer.probing).toBe(true);
     }
@@ -156,11 +156,27 @@ describe('outbox drain', () => {
     outbox.add({ ts: 't' });
     const drainer = make(outbox);
     drainer.attach(new ManualBroker());
-    expect(drainer.detach(false, 'stopped')).toBeUndefined();
+    expect(drainer.detach('stopped', 'stopped')).toBeUndefined();
     const empty = make(new MemoryOutbox());
     empty.attach(new ManualBroker());
-    expect(empty.detach(true, 'socket closed')).toBeUndefined();
+    expect(empty.detach('closed-by-peer', 'socket closed')).toBeUndefined();
     expect(outbox.rows[0]!.attempts).toBe(0);
+    expect(drainer.probing).toBe(false);
+  });
+
+  it('blames nothing for network failures before any PUBACK (watchdog, keepalive, socket error), however often they repeat', () => {
+    const outbox = new MemoryOutbox(3);
+    for (let i = 1; i <= 3; i++) outbox.add({ ts: 't', n: i });
+    const drainer = make(outbox, 3);
+    const causes = ['watchdog', 'keepalive-timeout', 'socket-error', 'client-error'] as const;
+    for (let attempt = 0; attempt < 3 * 4; attempt++) {
+      const b = new ManualBroker();
+      drainer.attach(b);
+      expect(b.seqs()).toEqual([1, 2, 3]);
+      expect(drainer.detach(causes[attempt % causes.length]!, 'no packet from the broker')).toBeUndefined();
+    }
+    expect(outbox.dead).toEqual([]);
+    expect(outbox.rows.map((r) => [r.seq, r.attempts])).toEqual([[1, 0], [2, 0], [3, 0]]);
     expect(drainer.probing).toBe(false);
   });
 

@@ -124,6 +124,103 @@ describe('group committer', () => {
     expect(count()).toBe(1);
   });
 
+  it('after a clean rollback (disk full) retries with backoff, keeps the alarm up while it fails, and clears it on the first success', () => {
+    const db = new Database(':memory:');
+    dbs.push(db);
+    const t = manualTimers();
+    const { log, entries } = recordingLog();
+    // The probe a retry writes (the outbox's is outbox-store.ts commitProbe): it needs pages, like real work.
+    db.exec('CREATE TABLE probe (pad BLOB NOT NULL)');
+    const probe = () => {
+      db.prepare('INSERT INTO probe (pad) VALUES (zeroblob(65536))').run();
+      db.prepare('DELETE FROM probe').run();
+    };
+    const c = new GroupCommitter(db, { groupCommitMs: 50, groupCommitRows: 10_000, log, timers: t.timers, probe });
+    const p = numbers(db);
+    c.register(p);
+    const count = () => (db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n;
+    const alarms: string[] = [];
+    c.onAlarm((m) => alarms.push(m));
+
+    // The disk is full: the database may not grow past its current size.
+    db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+    p.add(...Array.from({ length: 2000 }, (_, i) => i));
+    expect(c.flush()).toBe(false);
+    expect(c.alarm).toMatch(/^SQLITE_FULL: /);
+    expect(p.log).toEqual([`failed ${Array.from({ length: 2000 }, (_, i) => i).join(',')}: SQLITE_FULL`]);
+    // One retry armed, 1 s first; while the alarm is up nothing else commits.
+    expect([...t.timeouts.values()].map((x) => x.ms)).toEqual([1000]);
+    expect(() => c.commitNow(() => 1)).toThrow(expect.objectContaining({ code: 'OUTBOX_ALARM' }));
+
+    // Each retry is a real commit (here only the probe is pending): while the disk stays full it fails and
+    // the delay doubles up to 30 s.
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      t.fireTimeout();
+      expect(c.alarm).toMatch(/^SQLITE_FULL: /);
+      delays.push(...[...t.timeouts.values()].map((x) => x.ms));
+    }
+    expect(delays).toEqual([2000, 4000, 8000, 16000, 30000, 30000]);
+    expect(c.failures).toBe(7);
+    expect(alarms).toHaveLength(1);
+    expect(count()).toBe(0);
+
+    // Space is back: the next retry commits what is pending with it, clears the alarm and says so.
+    db.pragma('max_page_count = 1000000');
+    p.add(7, 8);
+    c.notify();
+    expect(t.timeouts.size).toBe(1);
+    t.fireTimeout();
+    expect(c.alarm).toBeNull();
+    expect(p.log.at(-1)).toBe('committed 7,8');
+    expect(count()).toBe(2);
+    expect(db.prepare('SELECT COUNT(*) AS n FROM probe').get()).toEqual({ n: 0 });
+    expect(entries.some((e) => e.level === 'info' && /alarm cleared/.test(e.msg ?? ''))).toBe(true);
+    expect(t.timeouts.size).toBe(0);
+    // Commits run as usual again, and the next failure starts the backoff at 1 s again.
+    p.add(9);
+    c.notify();
+    t.fireTimeout();
+    expect(p.log.at(-1)).toBe('committed 9');
+    // (The probe left its pages free for reuse, so this commit needs more than those to hit the limit.)
+    db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+    p.add(...Array.from({ length: 30_000 }, (_, i) => i));
+    expect(c.flush()).toBe(false);
+    expect(c.alarm).toMatch(/^SQLITE_FULL: /);
+    expect([...t.timeouts.values()].map((x) => x.ms)).toEqual([1000]);
+  });
+
+  it('an I/O error (durability unknown) is sticky: no retry is armed, even after a disk-full retry', () => {
+    const { c, t, count } = setup();
+    let failWith: Error | undefined = new Database.SqliteError('disk I/O error', 'SQLITE_IOERR_FSYNC');
+    const writes: string[] = [];
+    c.register({
+      pending: () => (failWith ? 1 : 0),
+      write: () => {
+        writes.push(failWith!.message);
+        throw failWith!;
+      },
+      committed: () => undefined,
+      failed: () => undefined,
+    });
+    expect(c.flush()).toBe(false);
+    expect(c.alarm).toMatch(/^SQLITE_IOERR_FSYNC: /);
+    expect(t.timeouts.size + t.immediates.size).toBe(0);
+
+    // Disk full first, then an I/O error during the retry: from then on it is sticky too.
+    c.clearAlarm();
+    t.timeouts.clear();
+    failWith = new Database.SqliteError('database or disk is full', 'SQLITE_FULL');
+    expect(c.flush()).toBe(false);
+    expect([...t.timeouts.values()].map((x) => x.ms)).toEqual([1000]);
+    failWith = new Database.SqliteError('disk I/O error', 'SQLITE_IOERR_WRITE');
+    t.fireTimeout();
+    expect(c.alarm).toMatch(/^SQLITE_IOERR_WRITE: /);
+    expect(t.timeouts.size).toBe(0);
+    expect(writes).toEqual(['disk I/O error', 'database or disk is full', 'disk I/O error']);
+    expect(count()).toBe(0);
+  });
+
   it('commitNow runs its function in the same transaction as the pending rows and returns its result', () => {
     const { db, c, p, count } = setup();
     p.add(7);

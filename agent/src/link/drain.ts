@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { MAX_PAYLOAD_BYTES, PROTOCOL_VERSION } from '../../../shared/src/mqtt/messages.js';
 import { topicFor } from '../../../shared/src/mqtt/topics.js';
 import type { Outbox, OutboxRow } from '../outbox/types.js';
+import type { DisconnectCause } from './types.js';
 
 /** The one thing the drainer needs from an MQTT client (mqtt.js' MqttClient fits). */
 export interface PublishTarget {
@@ -47,11 +48,16 @@ export function envelope(deviceId: string, row: Pick<OutboxRow, 'seq' | 'body'>)
  * forgotten and the next connection starts again from the oldest unacknowledged row: a row may be sent
  * twice (the fleet keeps each (deviceId, seq) once), it is never lost.
  *
- * Poison rule: when a connection drops before ANY PUBACK arrived on it, the oldest row in flight is blamed
+ * Poison rule: when the BROKER closes a connection (cause 'closed-by-peer': a clean close, no local timer
+ * and no socket error before it) before ANY PUBACK arrived on it, the oldest row in flight is blamed
  * (outbox.failedAttempt; after maxAttempts it moves to the dead-letter table), and the next connection runs
  * in probe mode: it sends only that oldest row until one PUBACK proves the link healthy, then opens the
  * full window. So a message that makes the broker drop the link is isolated, and the healthy rows sent
- * behind it are never the ones blamed. A body larger than MAX_PAYLOAD_BYTES is dead-lettered at once.
+ * behind it are never the ones blamed. Network failures blame nothing — the silence watchdog (a frozen
+ * link, an MTU black hole that passes CONNACK but never a large PUBLISH), a keepalive timeout, ECONNRESET:
+ * a MQTT 3.1.1 broker refusing a message closes the connection, it does not go silent, and counting such
+ * drops would dead-letter healthy messages after maxAttempts outages. A body larger than MAX_PAYLOAD_BYTES
+ * is dead-lettered at once.
  */
 export class Drainer {
   private session: Session | undefined;
@@ -83,18 +89,18 @@ export class Drainer {
   }
 
   /**
-   * The connection is gone. `involuntary` is false when the agent closed it itself (stop), which blames no row.
+   * The connection is gone. Only `cause` 'closed-by-peer' can blame a row (see the poison rule).
    * Returns the row blamed under the poison rule, if any.
    */
-  detach(involuntary: boolean, reason: string): { blamedId: number; deadLettered: boolean } | undefined {
+  detach(cause: DisconnectCause, reason: string): { blamedId: number; deadLettered: boolean } | undefined {
     const s = this.session;
     this.session = undefined;
     this.wakeIdle();
-    if (!s || !involuntary || s.acked || s.inflight.size === 0) return undefined;
+    if (!s || cause !== 'closed-by-peer' || s.acked || s.inflight.size === 0) return undefined;
     const blamedId = Math.min(...s.inflight.keys());
     const deadLettered = this.options.outbox.failedAttempt(blamedId, reason);
     this.probe = true;
-    this.options.log.warn({ rowId: blamedId, seq: s.inflight.get(blamedId)?.seq, deadLettered, reason }, 'link dropped before any PUBACK; blaming the oldest message in flight and probing with it alone');
+    this.options.log.warn({ rowId: blamedId, seq: s.inflight.get(blamedId)?.seq, deadLettered, reason }, 'broker closed the link before any PUBACK; blaming the oldest message in flight and probing with it alone');
     return { blamedId, deadLettered };
   }
 

@@ -11,10 +11,10 @@ import { Drainer } from './drain.js';
 import { RecentIds } from './handlers/cmd.js';
 import { dispatch, type HandlerContext } from './handlers/index.js';
 import { mqttClientOptions } from './client-options.js';
-import type { ConnectedInfo, DisconnectedInfo, LinkEvents, LinkState, LinkStatus, ReportedState } from './types.js';
+import type { ConnectedInfo, DisconnectCause, DisconnectedInfo, LinkEvents, LinkState, LinkStatus, ReportedState } from './types.js';
 import { SilenceWatchdog } from './watchdog.js';
 
-export type { ConnectedInfo, DisconnectedInfo, LinkEvents, LinkState, LinkStatus, ReportedState };
+export type { ConnectedInfo, DisconnectCause, DisconnectedInfo, LinkEvents, LinkState, LinkStatus, ReportedState };
 
 export interface FleetLinkOptions {
   credentials: Pick<Credentials, 'deviceId' | 'secret' | 'mqttUrl'>;
@@ -162,6 +162,8 @@ export class FleetLink extends EventEmitter<LinkEvents> {
     return new Promise((resolve) => {
       let upAt: number | null = null;
       let closed = false;
+      /** What ended the connection from this side, if anything did before 'close' (see DisconnectCause). */
+      let localCause: DisconnectCause | undefined;
       const url = credentials.mqttUrl;
       let client: MqttClient;
       try {
@@ -177,6 +179,7 @@ export class FleetLink extends EventEmitter<LinkEvents> {
       const watchdog = new SilenceWatchdog(fleet.keepaliveSeconds * 1500, (silentMs) => {
         this.lastError = `no packet from the broker for ${silentMs} ms (> 1.5 × keepalive): half-open link, reconnecting`;
         this.log.warn({ silentMs }, 'fleet link silent; dropping the connection');
+        localCause ??= 'watchdog';
         this.closeClient(client, false);
       });
       client.on('packetreceive', () => watchdog.packet());
@@ -185,7 +188,11 @@ export class FleetLink extends EventEmitter<LinkEvents> {
         // mqtt.js emits the cause (refused, TLS, connack timeout, bad credentials); 'close' follows.
         attemptFailed = true;
         this.lastError = err.message;
-        this.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, upAt === null ? 'fleet connection attempt failed' : 'fleet link error');
+        // Any error before the close means the broker did not simply hang up (mqtt.js gives the keepalive
+        // timeout no code; its text only picks the label, the poison rule treats all of these alike).
+        const code = (err as { code?: unknown }).code;
+        localCause ??= typeof code === 'string' ? 'socket-error' : err.message === 'Keepalive timeout' ? 'keepalive-timeout' : 'client-error';
+        this.log.warn({ err: err.message, code }, upAt === null ? 'fleet connection attempt failed' : 'fleet link error');
       });
       client.on('message', (topic, payload) => {
         if (client !== this.client || this.stopping) return;
@@ -203,7 +210,7 @@ export class FleetLink extends EventEmitter<LinkEvents> {
         if (upAt !== null) {
           // A connection that stayed up a keepalive period proves the broker takes us: start backoff over.
           if (Date.now() - upAt >= fleet.keepaliveSeconds * 1000) this.backoff.reset();
-          this.onDown(!this.stopping);
+          this.onDown(this.stopping ? 'stopped' : (localCause ?? 'closed-by-peer'));
         } else if (!this.stopping) {
           this.state = 'disconnected';
           // A peer that accepts TCP and hangs up (a proxy, a broker shutting down) gives mqtt.js no error to emit.
@@ -239,15 +246,16 @@ export class FleetLink extends EventEmitter<LinkEvents> {
     this.emit('connected', { reconnect, outageMs, sessionPresent });
   }
 
-  private onDown(involuntary: boolean): void {
+  private onDown(cause: DisconnectCause): void {
+    const involuntary = cause !== 'stopped';
     const reason = involuntary ? (this.lastError ?? 'connection closed by the broker') : 'stopped';
     if (involuntary) this.lastError = reason;
-    this.drainer.detach(involuntary, reason);
+    this.drainer.detach(cause, reason);
     this.state = this.stopping ? 'stopped' : 'disconnected';
     this.connectedSince = null;
     this.lastLostAt = Date.now();
-    this.log.info({ reason, involuntary }, 'fleet link disconnected');
-    this.emit('disconnected', { reason, involuntary });
+    this.log.info({ reason, involuntary, cause }, 'fleet link disconnected');
+    this.emit('disconnected', { reason, involuntary, cause });
   }
 
   private enqueueState(): void {

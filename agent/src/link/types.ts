@@ -22,10 +22,22 @@ export interface ConnectedInfo {
   sessionPresent: boolean;
 }
 
+/**
+ * Why a connection that was up ended. Only 'closed-by-peer' (the broker hung up cleanly: FIN, no error, no
+ * local timer involved) can be the broker refusing a message; the drainer's poison rule blames nothing else.
+ * - stopped: the agent closed it (stop()).
+ * - watchdog: no packet for 1.5 × keepalive (watchdog.ts), the agent dropped it: a half-open link or an MTU black hole.
+ * - keepalive-timeout: mqtt.js gave up waiting for PINGRESP.
+ * - socket-error: the socket failed (ECONNRESET, EPIPE, ETIMEDOUT, …).
+ * - client-error: mqtt.js reported another error (a protocol error) before the close.
+ */
+export type DisconnectCause = 'stopped' | 'closed-by-peer' | 'watchdog' | 'keepalive-timeout' | 'socket-error' | 'client-error';
+
 export interface DisconnectedInfo {
   reason: string;
   /** False when the agent closed the link itself (stop). */
   involuntary: boolean;
+  cause: DisconnectCause;
 }
 
 /** Typed events (MQTT.js TypedEmitter style, on Node's generic EventEmitter). */

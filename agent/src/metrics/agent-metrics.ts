@@ -11,6 +11,8 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 export interface MetricSources {
   outboxStats?: () => OutboxStats;
   linkConnected?: () => boolean;
+  /** Lifetime requests whose telemetry counts were dropped undurable (TelemetryAggregator.lostRequests). */
+  telemetryLostRequests?: () => number;
 }
 
 /** A counter that mirrors a lifetime total kept elsewhere: each scrape adds what grew since the last one. */
@@ -70,7 +72,8 @@ export function createAgentMetrics() {
     outboxBytes: new Gauge({ name: 'outpost_outbox_bytes', help: 'Payload bytes waiting in the outbox.', registers: [registry], collect() { this.set(stats()?.bytes ?? 0); } }),
     outboxDropped: mirroredCounter(registry, 'outpost_outbox_dropped_total', 'Telemetry messages dropped (oldest first) because the outbox was full.', () => stats()?.droppedTelemetry),
     outboxDeadLetter: mirroredCounter(registry, 'outpost_outbox_dead_letter_total', 'Outbox messages moved to the dead-letter table (never accepted by the broker, or too large to send).', () => stats()?.deadLettered),
-    outboxAlarm: new Gauge({ name: 'outpost_outbox_alarm', help: '1 when an outbox commit failed (I/O error, disk full) and the outbox stopped accepting messages.', registers: [registry], collect() { this.set(stats()?.alarm ? 1 : 0); } }),
+    outboxAlarm: new Gauge({ name: 'outpost_outbox_alarm', help: '1 while outbox commits fail and the outbox refuses new messages (disk full or busy: until a retried commit succeeds; I/O error: until restart).', registers: [registry], collect() { this.set(stats()?.alarm ? 1 : 0); } }),
+    telemetryLost: mirroredCounter(registry, 'outpost_telemetry_lost_requests_total', 'Requests whose telemetry counts were dropped without reaching the outbox (a commit whose durability is unknown after an I/O error, or counts still pending at stop while the outbox was in alarm).', () => sources.telemetryLostRequests?.()),
   };
 }
 

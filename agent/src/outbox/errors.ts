@@ -6,7 +6,7 @@ import { errorFactory, OutpostError, type ErrorSpec } from '../../../shared/src/
  * one would answer.
  */
 export const OUTBOX_ERRORS = {
-  OUTBOX_ALARM: { httpStatus: 503, retryable: false, description: 'A commit failed earlier (I/O error, disk full); the outbox acknowledges nothing until the alarm is cleared (operator action or restart).' },
+  OUTBOX_ALARM: { httpStatus: 503, retryable: false, description: 'A commit failed earlier and the outbox refuses new messages: after disk full or a busy lock until a retried commit succeeds (1 s doubling to 30 s), after an I/O error until the agent restarts.' },
   OUTBOX_COMMIT_FAILED: { httpStatus: 503, retryable: false, description: 'The group commit holding this message failed; the message is not durable. The outbox is now in alarm.' },
   OUTBOX_CLOSED: { httpStatus: 503, retryable: false, description: 'The outbox was closed (agent stopping).' },
   OUTBOX_INVALID_MESSAGE: { httpStatus: 400, retryable: false, description: 'Unknown topic kind, a body that is not a JSON object, or a body JSON.stringify cannot encode.' },

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Db } from '../storage/database.js';
+import { isRetryableCommitError } from './commit-errors.js';
 import { outboxError } from './errors.js';
 
 /**
@@ -14,7 +15,10 @@ export interface CommitParticipant {
   write(db: Db): void;
   /** The transaction is durable (WAL fsync'd under synchronous=FULL). Called on every participant after each commit. */
   committed(): void;
-  /** The transaction failed: rolled back, or its durability is unknown (fsync error). Called on every participant. */
+  /**
+   * The transaction failed: rolled back, or its durability is unknown (fsync error). Called on every participant.
+   * isRetryableCommitError(err) tells which: true means cleanly rolled back, nothing of it is on disk.
+   */
   failed(err: Error): void;
 }
 
@@ -40,7 +44,20 @@ export interface GroupCommitOptions {
   groupCommitRows: number;
   log: Pick<Logger, 'error' | 'warn' | 'info'>;
   timers?: CommitTimers;
+  /**
+   * A small real write each retry makes along with what is pending (createOutbox passes the outbox's), so
+   * that an idle outbox can tell the disk takes writes again and a still-full one keeps the alarm up.
+   * Without it a retry commits only what is pending, and clears the alarm at once when nothing is.
+   */
+  probe?: (db: Db) => void;
+  /** First delay before retrying after a retryable failure, ms; doubles per failed retry. Default 1000. */
+  retryMinMs?: number;
+  /** Longest delay between retries, ms. Default 30 000. */
+  retryMaxMs?: number;
 }
+
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30_000;
 
 type Extra = (db: Db) => unknown;
 type ExtraOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -57,8 +74,14 @@ export interface CommitInfo {
  * at most `groupCommitMs` after the first pending row, or on the next event-loop turn once
  * `groupCommitRows` are waiting. So rows produced at camera rate share an fsync instead of paying one each.
  *
- * INVARIANT: after a failed commit nothing is committed again (no silent retry: after an fsync error the
- * page cache may have dropped the very pages a retry would claim to have written) until clearAlarm().
+ * A failed commit raises the alarm: its producers are told, and new enqueues are refused while it is up.
+ * - Retryable failure (SQLITE_FULL, SQLITE_BUSY: cleanly rolled back, see commit-errors.ts): a retry runs
+ *   after retryMinMs, doubling to retryMaxMs. Each retry is a real commit of what is pending now (acks,
+ *   attempts, telemetry counts) plus the probe write; the first one that succeeds clears the alarm.
+ *   What failed stays failed: its producers were rejected, nothing is re-acknowledged.
+ * - Any other failure, SQLITE_IOERR* above all: sticky until restart (or clearAlarm()).
+ * INVARIANT: after an fsync error nothing is committed again: the page cache may have dropped the very
+ * pages a later commit would claim to have written (fsyncgate); only a clean rollback is ever retried.
  */
 export class GroupCommitter {
   private readonly participants = new Set<CommitParticipant>();
@@ -68,6 +91,12 @@ export class GroupCommitter {
   private timer: unknown;
   private immediate: unknown;
   private alarmMessage: string | null = null;
+  /** When the alarm went up, epoch ms (for the log line that clears it). */
+  private alarmSinceMs = 0;
+  /** The alarm is up for a cleanly rolled-back commit and a retry is (or will be) armed. */
+  private alarmRetryable = false;
+  private retryTimer: unknown;
+  private retryDelayMs: number;
   private running = false;
   private closed = false;
   /** better-sqlite3 runs BEGIN … COMMIT around it and rolls back if anything throws before COMMIT. Built once. */
@@ -79,6 +108,7 @@ export class GroupCommitter {
 
   constructor(private readonly db: Db, private readonly options: GroupCommitOptions) {
     this.timers = options.timers ?? REAL_TIMERS;
+    this.retryDelayMs = options.retryMinMs ?? RETRY_MIN_MS;
     // Called inside the transaction below, a better-sqlite3 transaction function becomes a SAVEPOINT.
     const savepoint = db.transaction((extra: Extra) => extra(db));
     this.transaction = db.transaction((active: CommitParticipant[], extra: Extra | undefined): ExtraOutcome | undefined => {
@@ -165,7 +195,7 @@ export class GroupCommitter {
   clearAlarm(): void {
     if (this.alarmMessage === null) return;
     this.options.log.warn({ alarm: this.alarmMessage }, 'outbox alarm cleared; commits resume');
-    this.alarmMessage = null;
+    this.resetAlarm();
     this.notify();
   }
 
@@ -173,6 +203,7 @@ export class GroupCommitter {
   close(): void {
     this.flush();
     this.clearScheduled();
+    this.cancelRetry();
     this.closed = true;
   }
 
@@ -225,12 +256,75 @@ export class GroupCommitter {
   private raiseAlarm(err: Error): void {
     this.failures++;
     const code = (err as { code?: unknown }).code;
+    const first = this.alarmMessage === null;
+    if (first) this.alarmSinceMs = Date.now();
     this.alarmMessage = `${typeof code === 'string' ? `${code}: ` : ''}${err.message}`;
-    this.options.log.error(
-      { err: err.message, code, alarm: this.alarmMessage },
-      'outbox commit failed: nothing is acknowledged as durable until the alarm is cleared (no silent retry)',
-    );
-    for (const l of this.alarmListeners) this.safely(() => l(this.alarmMessage!, err), 'alarm listener');
+    this.alarmRetryable = isRetryableCommitError(err);
+    if (this.alarmRetryable) {
+      const retryInMs = this.scheduleRetry();
+      if (first) {
+        this.options.log.error(
+          { err: err.message, code, alarm: this.alarmMessage, retryInMs },
+          'outbox commit failed and was rolled back: new messages are refused until a retried commit succeeds',
+        );
+      } else {
+        this.options.log.warn({ err: err.message, code, retryInMs }, 'outbox commit retry failed; the alarm stays up');
+      }
+    } else {
+      // Durability unknown (fsync/I/O error) or a bug: no retry can vouch for what failed.
+      this.cancelRetry();
+      this.options.log.error(
+        { err: err.message, code, alarm: this.alarmMessage },
+        'outbox commit failed: nothing is acknowledged as durable until the agent restarts (no retry after an I/O error)',
+      );
+    }
+    if (first) for (const l of this.alarmListeners) this.safely(() => l(this.alarmMessage!, err), 'alarm listener');
+  }
+
+  /** Arms the next retry (once); returns its delay in ms. */
+  private scheduleRetry(): number {
+    const delayMs = this.retryDelayMs;
+    if (this.closed || this.retryTimer !== undefined) return delayMs;
+    this.retryDelayMs = Math.min(delayMs * 2, this.options.retryMaxMs ?? RETRY_MAX_MS);
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = undefined;
+      this.retry();
+    }, delayMs);
+    return delayMs;
+  }
+
+  /** A real commit of what is pending plus the probe; on success the alarm clears, on failure raiseAlarm re-arms. */
+  private retry(): void {
+    if (this.alarmMessage === null || this.closed) return;
+    if (this.running || this.db.inTransaction) {
+      this.scheduleRetry();
+      return;
+    }
+    const alarm = this.alarmMessage;
+    try {
+      this.commit(this.options.probe ?? (() => undefined));
+    } catch {
+      // A failed transaction went through raiseAlarm, which re-armed a retry if the error is still retryable.
+      // An error of the probe's own (not SQLite's) came after the participants committed: retry all the same.
+      if (this.alarmRetryable) this.scheduleRetry();
+      return;
+    }
+    const outageMs = Date.now() - this.alarmSinceMs;
+    this.resetAlarm();
+    this.options.log.info({ alarm, outageMs, failures: this.failures }, 'outbox alarm cleared: a retried commit succeeded; new messages are accepted again');
+    this.notify();
+  }
+
+  private resetAlarm(): void {
+    this.alarmMessage = null;
+    this.alarmRetryable = false;
+    this.cancelRetry();
+    this.retryDelayMs = this.options.retryMinMs ?? RETRY_MIN_MS;
+  }
+
+  private cancelRetry(): void {
+    if (this.retryTimer !== undefined) this.timers.clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** A participant's or listener's bug must not break the commit protocol for the others. */

@@ -19,6 +19,40 @@ export type MetaKey = 'next_seq' | 'dropped_telemetry' | 'dead_lettered';
 const DROP_CHUNK = 256;
 
 /**
+ * The first seq of a fresh outbox: its creation time in microseconds since the epoch.
+ *
+ * WHY: the fleet dedups by (deviceId, seq) and keeps what it stored. A device id outlives its database: a
+ * replaced or reflashed box re-enrolled under the same id (`outpost devices token --device <id>`), or an
+ * agent.db deleted while fleet-credentials.json is kept, starts a fresh outbox while the fleet holds seqs
+ * 1…N, so a fresh outbox counting from 1 would have everything ≤ N dropped as a duplicate. Starting at the
+ * creation time in µs puts a later fresh outbox above every seq an earlier one used, unless the earlier one
+ * averaged more than 1 000 000 messages/s over its life or the clock went backwards in between.
+ * Range: now × 1000 stays below Number.MAX_SAFE_INTEGER (2^53 − 1) until about the year 2255.
+ * After the seed seq stays gap-free when assigned and monotonic (+1 per message), across restarts.
+ */
+export function firstSeq(nowMs: number): number {
+  return Math.max(1, Math.floor(nowMs) * 1000);
+}
+
+/** Bytes the commit probe writes: about one busy group commit (e.g. 50 events of ~1 KB). */
+export const PROBE_BYTES = 64 * 1024;
+
+/**
+ * The write a retry makes after a cleanly rolled-back commit (GroupCommitOptions.probe): PROBE_BYTES into
+ * outbox_probe, deleted again in the same transaction, so it needs the pages a real commit would and leaves
+ * nothing behind. A success says a commit of that size is durable now, nothing more: a larger one may still
+ * fail, which raises the alarm again and rejects only its own producers.
+ */
+export function commitProbe(db: Db): (db: Db) => void {
+  const insert = db.prepare<[number]>('INSERT INTO outbox_probe (pad) VALUES (zeroblob(?))');
+  const clear = db.prepare('DELETE FROM outbox_probe');
+  return () => {
+    insert.run(PROBE_BYTES);
+    clear.run();
+  };
+}
+
+/**
  * The outbox's SQL (migration 2 in storage/database.ts), as prepared statements. Every method is
  * synchronous and meant to run inside the group commit's transaction; none opens its own.
  */
@@ -54,14 +88,17 @@ export class OutboxStore {
     };
   }
 
-  /** The counters and totals the outbox keeps in memory, read once at open. */
-  load(): { nextSeq: number; droppedTelemetry: number; deadLettered: number; rows: number; bytes: number } {
+  /**
+   * The counters and totals the outbox keeps in memory, read once at open. A fresh outbox (no next_seq
+   * stored yet) starts at firstSeq(nowMs); the seed is persisted by the first commit that assigns a seq.
+   */
+  load(nowMs: number): { nextSeq: number; droppedTelemetry: number; deadLettered: number; rows: number; bytes: number } {
     const meta = new Map((this.db.prepare('SELECT key, value FROM outbox_meta').all() as { key: string; value: number }[]).map((r) => [r.key, r.value]));
     const totals = this.db.prepare('SELECT COUNT(*) AS rows, COALESCE(SUM(bytes), 0) AS bytes FROM outbox').get() as { rows: number; bytes: number };
     const maxSeq = (this.db.prepare('SELECT MAX(m) AS m FROM (SELECT MAX(seq) AS m FROM outbox UNION ALL SELECT MAX(seq) FROM outbox_dead_letter)').get() as { m: number | null }).m ?? 0;
     // next_seq is written in the same transaction as the rows, so it is never behind; the max is a belt to the braces.
     return {
-      nextSeq: Math.max(meta.get('next_seq') ?? 1, maxSeq + 1),
+      nextSeq: Math.max(meta.get('next_seq') ?? firstSeq(nowMs), maxSeq + 1),
       droppedTelemetry: meta.get('dropped_telemetry') ?? 0,
       deadLettered: meta.get('dead_lettered') ?? 0,
       rows: totals.rows,

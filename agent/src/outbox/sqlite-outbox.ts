@@ -47,7 +47,8 @@ interface Txn {
  * first by the link. A group-commit participant: enqueue() keeps the JSON in memory and resolves with the
  * message's seq once the commit holding it is durable; acks, attempts and dead-lettering ride the same
  * commits. seq is assigned inside the commit from outbox_meta.next_seq, so it is gap-free when assigned and
- * monotonic across restarts (dropped telemetry and coalesced state leave gaps the fleet may see).
+ * monotonic across restarts (dropped telemetry and coalesced state leave gaps the fleet may see); a fresh
+ * outbox starts at its creation time in µs (firstSeq in outbox-store.ts), not at 1.
  */
 export class SqliteOutbox implements TransactionalOutbox, CommitParticipant {
   private readonly store: OutboxStore;
@@ -71,7 +72,7 @@ export class SqliteOutbox implements TransactionalOutbox, CommitParticipant {
   constructor(private readonly db: Db, private readonly committer: GroupCommitter, private readonly options: SqliteOutboxOptions) {
     this.store = new OutboxStore(db);
     this.now = options.now ?? Date.now;
-    const loaded = this.store.load();
+    const loaded = this.store.load(this.now());
     this.durable = { ...loaded, overBounds: loaded.rows > options.maxRows || loaded.bytes > options.maxBytes };
     this.unregister = committer.register(this);
   }
@@ -230,9 +231,10 @@ export class SqliteOutbox implements TransactionalOutbox, CommitParticipant {
     this.txn = undefined;
     const failure = outboxError('OUTBOX_COMMIT_FAILED', `the commit holding this message failed: ${err.message}`, { cause: err });
     for (const p of t?.produced ?? []) p.q.reject(failure);
-    // With the alarm up nothing commits, so messages still queued would wait forever: they are not durable either.
+    // Producers are told at once rather than made to wait for a retry that may never come (an I/O error is
+    // sticky); the alarm refuses new messages until a retried commit succeeds (disk full/busy only).
     this.rejectQueued(failure);
-    // Acks, attempts and dead-lettering stay pending: they are idempotent and run again once the alarm is cleared.
+    // Acks, attempts and dead-lettering stay pending: they are idempotent and ride the next commit (the retry).
   }
 
   // ---- inside the transaction ----

@@ -20,7 +20,7 @@ export interface OutboxMessage {
 export interface OutboxRow {
   /** Drain order (oldest first). */
   id: number;
-  /** Per-device sequence number, monotonic across restarts; the fleet stores each (deviceId, seq) once. */
+  /** Per-device sequence number, monotonic across restarts, starting at the outbox's creation time in µs; the fleet stores each (deviceId, seq) once. */
   seq: number;
   kind: AgentTopicKind;
   retain: boolean;
@@ -37,7 +37,10 @@ export interface OutboxStats {
   droppedTelemetry: number;
   /** Rows moved to the dead-letter table, lifetime. */
   deadLettered: number;
-  /** Set when a commit failed (fsync/IO error, disk full): the outbox stops acknowledging producers. */
+  /**
+   * Set while commits fail: the outbox refuses new messages. Disk full / busy clears by itself once a
+   * retried commit succeeds; an fsync/IO error stays until restart.
+   */
   alarm: string | null;
   /**
    * True when the last commit left the outbox above maxRows/maxBytes with no telemetry left to drop:
@@ -49,7 +52,7 @@ export interface OutboxStats {
 export interface Outbox {
   /**
    * Queues a message. Resolves with its seq once the group commit holding it is durable (fsync'd);
-   * rejects if that commit fails, and from then on every enqueue rejects until the alarm is cleared.
+   * rejects if that commit fails, and from then on every enqueue rejects while the alarm is up.
    */
   enqueue(message: OutboxMessage): Promise<{ seq: number }>;
   /** Oldest rows first, with id > afterId, at most `limit`. Synchronous (SQLite). */

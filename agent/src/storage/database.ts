@@ -19,6 +19,7 @@ const MIGRATIONS: readonly string[] = [
   // 2: the outbox (agent/src/outbox/) and the durable telemetry window (agent/src/telemetry/).
   // outbox.id orders the drain and is never reused (AUTOINCREMENT), so a drainer's cursor stays valid;
   // seq is the per-device number the fleet dedups by, assigned inside the commit from outbox_meta.next_seq.
+  // next_seq is NOT inserted here: the outbox seeds it from the clock when it first opens (outbox-store.ts).
   // created_at / dead_at are epoch milliseconds. telemetry_window holds the counts of the open window,
   // one row per model version, merged by every group commit and emptied in the transaction that queues them.
   `CREATE TABLE outbox (
@@ -48,7 +49,10 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL
    );
    CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-   INSERT INTO outbox_meta (key, value) VALUES ('next_seq', 1), ('dropped_telemetry', 0), ('dead_lettered', 0);
+   INSERT INTO outbox_meta (key, value) VALUES ('dropped_telemetry', 0), ('dead_lettered', 0);
+   -- Always empty: the group commit's retry after a disk-full failure writes a row here and deletes it in
+   -- the same transaction, to learn whether the disk takes writes again (outbox-store.ts commitProbe).
+   CREATE TABLE outbox_probe (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
    CREATE TABLE telemetry_window (
      model TEXT NOT NULL, version INTEGER NOT NULL,
      window_start INTEGER NOT NULL,

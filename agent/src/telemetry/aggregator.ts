@@ -1,6 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { ModelPoint, SystemPoint } from '../../../shared/src/mqtt/messages.js';
+import { isRetryableCommitError } from '../outbox/commit-errors.js';
 import type { CommitParticipant, GroupCommitter } from '../outbox/group-commit.js';
 import { MAX_BODY_BYTES } from '../outbox/prepare-message.js';
 import type { TransactionalOutbox } from '../outbox/types.js';
@@ -39,7 +40,11 @@ export class TelemetryAggregator implements CommitParticipant {
     all: Statement<[], StoredWindow>;
     clear: Statement<[]>;
   };
-  /** Requests whose counts were in a failed commit and were dropped rather than retried (see failed()). */
+  /**
+   * Requests whose counts were never made durable and were dropped: in a commit whose durability is unknown
+   * (see failed()), or still pending at stop() because commits were stopped. Lifetime, this process
+   * (outpost_telemetry_lost_requests_total).
+   */
   lostRequests = 0;
 
   private readonly db: Db;
@@ -134,17 +139,35 @@ export class TelemetryAggregator implements CommitParticipant {
   }
 
   /**
-   * The commit holding the deltas failed. After an fsync error they may or may not be on disk, so writing
-   * them again could count them twice: they are dropped, counted and logged (the alarm is already up).
-   * Deltas that were not in the failed transaction stay for the commit after the alarm is cleared.
+   * The commit holding the deltas failed.
+   * - Cleanly rolled back (disk full, busy: isRetryableCommitError): nothing of it is on disk, so the deltas
+   *   are kept and go into the next commit (the committer's retry); counting them then counts them once.
+   * - Otherwise (fsync/I/O error) they may or may not be on disk, so writing them again could count them
+   *   twice: they are dropped, counted in lostRequests and logged.
    */
   failed(err: Error): void {
     if (!this.written) return;
     this.written = false;
+    if (isRetryableCommitError(err)) return;
+    const n = this.dropDeltas();
+    this.log.error({ requests: n, err: err.message }, 'telemetry counts of a failed commit dropped (durability unknown; not retried)');
+  }
+
+  /**
+   * The agent stops: counts that are still pending (the last commit failed or the alarm is up) are never
+   * going to be durable. Counted in lostRequests and logged rather than vanishing. Call after the final flush.
+   */
+  discardPending(): void {
+    if (this.deltas.size === 0) return;
+    const n = this.dropDeltas();
+    this.log.error({ requests: n }, 'telemetry counts still pending at stop dropped: the outbox could not commit them');
+  }
+
+  private dropDeltas(): number {
     let n = 0;
     for (const d of this.deltas.values()) n += d.data.requests;
     this.lostRequests += n;
     this.deltas = new Map();
-    this.log.error({ requests: n, err: err.message }, 'telemetry counts of a failed commit dropped (durability unknown; not retried)');
+    return n;
   }
 }

@@ -29,7 +29,10 @@ export interface Telemetry {
   readonly aggregator: TelemetryAggregator;
   /** Starts the config.telemetry.schedule (node-cron) that closes a window on every tick. */
   start(): void;
-  /** Stops the schedule and commits the pending counts; they are sent with the next process's first window. */
+  /**
+   * Stops the schedule and commits the pending counts; they are sent with the next process's first window.
+   * Counts that cannot be committed (outbox alarm) are dropped and counted in aggregator.lostRequests.
+   */
   stop(): void;
   /**
    * Closes the window now: samples the system, then moves the counts into one outbox row (several when the
@@ -71,6 +74,8 @@ export function createTelemetry(options: CreateTelemetryOptions): Telemetry {
       schedule?.stop();
       schedule = undefined;
       options.committer.flush();
+      // With the alarm up (or the flush failing) the counts cannot be made durable: count them as lost.
+      aggregator.discardPending();
     },
     closeWindow() {
       const run = chain.then(closeOnce, closeOnce);
