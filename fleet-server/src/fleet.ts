@@ -20,6 +20,7 @@ import { brokerMetricsOf, createFleetMetrics, type FleetMetrics } from './metric
 import { registerRegistryRoutes } from './registry/routes.js';
 import { systemClock, type Clock } from './storage/clock.js';
 import { openFleetStore, type FleetStore } from './storage/fleet-store.js';
+import { batchedIngest } from './telemetry/batched-ingest.js';
 import { createIngest, type IngestHandler } from './telemetry/ingest.js';
 import { createRetention, type Retention } from './telemetry/retention.js';
 import { FLEET_VERSION } from './version.js';
@@ -85,6 +86,8 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
     const connections = brokerConnections(() => broker, store.devices, log);
     const enrollment = new Enrollment({ devices: store.devices, tokens: store.tokens, connections, config: config.enrollment, clock, metrics, log });
     const ingest = createIngest({ devices: store.devices, ingest: store.ingest, metrics, clock, log });
+    // Embedded broker: messages arriving together share one fsync'd commit before their PUBACKs.
+    const batched = batchedIngest(store.db, ingest);
     const retention = createRetention({ ingest: store.ingest, retentionDays: config.telemetry.retentionDays, clock, metrics, log });
 
     const http = await buildHttpServer({
@@ -112,6 +115,7 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
       await broker?.closeDevices?.().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing device connections'));
       await client?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the fleet MQTT client'));
       await broker?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the broker'));
+      batched.flush(); // a batch waiting for its turn of the event loop commits before the database closes
       store.close();
       log.info('fleet server stopped');
     };
@@ -129,7 +133,7 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
           const embedded = await startEmbeddedBroker({
             host: b.host, port: b.port, maxPacketBytes: b.maxPacketBytes, authority, metrics: brokerMetricsOf(metrics), log,
             // Device messages are stored before their PUBACK; only a storage failure withholds it.
-            onDeviceMessage: (topic, payload) => ingest(topic, payload) !== 'store-failed',
+            onDeviceMessage: (topic, payload, done) => batched.submit(topic, payload, done),
             ...(b.certFile && b.keyFile ? { tls: { port: b.tlsPort, certFile: b.certFile, keyFile: b.keyFile } } : {}),
           });
           broker = embedded;

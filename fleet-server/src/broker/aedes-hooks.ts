@@ -120,9 +120,11 @@ export function createAccessControl(opts: {
   function accept(client: Client | null, packet: PublishPacket, callback: (error?: Error | null) => void): void {
     if (onDeviceMessage === undefined) return callback(null);
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload, 'utf8') : packet.payload;
-    if (onDeviceMessage(packet.topic, payload)) return callback(null);
-    log.warn({ clientId: client?.id, topic: packet.topic }, 'device message not stored, closing the connection without PUBACK so the device resends it');
-    callback(new Error(`message on ${packet.topic} not stored`));
+    onDeviceMessage(packet.topic, payload, (stored) => {
+      if (stored) return callback(null);
+      log.warn({ clientId: client?.id, topic: packet.topic }, 'device message not stored, closing the connection without PUBACK so the device resends it');
+      callback(new Error(`message on ${packet.topic} not stored`));
+    });
   }
 
   function identityOf(client: Client): Identity | undefined {

@@ -18,12 +18,13 @@ export interface DeviceAuthority {
 }
 
 /**
- * Embedded broker: stores one message a device published, synchronously, before aedes acknowledges it.
- * Returns false when it could not be stored (database failure): the broker then closes that connection
- * without a PUBACK, so the device keeps the message and resends it. Garbage must return true (dropped,
- * counted and acknowledged: it will never become valid).
+ * Embedded broker: stores one message a device published and calls `done` once it is committed, before aedes
+ * acknowledges it (fleet.ts batches messages into one commit: telemetry/batched-ingest.ts). `done(false)` when
+ * it could not be stored (database failure): the broker then closes that connection without a PUBACK, so the
+ * device keeps the message and resends it. Garbage gives `done(true)` (dropped, counted and acknowledged: it
+ * will never become valid).
  */
-export type DeviceMessageSink = (topic: string, payload: Buffer) => boolean;
+export type DeviceMessageSink = (topic: string, payload: Buffer, done: (stored: boolean) => void) => void;
 
 export type DeniedAction = 'connect' | 'publish' | 'subscribe';
 
