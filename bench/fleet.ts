@@ -22,7 +22,7 @@ import { installCleanup, onCleanup } from './children.js';
 import { describeNofile, NOFILE_WANTED, nofileOf } from './fleet-nofile.js';
 import { mosquittoVersion, MOSQUITTO } from './fleet-mosquitto.js';
 import { parseFleetOptions, type FleetBenchOptions } from './fleet-options.js';
-import { renderFleetMarkdown, type FleetEnvironment, type FleetReport } from './fleet-report.js';
+import { DISTURBED_OTHER_CPU_PCT, renderFleetMarkdown, type FleetEnvironment, type FleetReport } from './fleet-report.js';
 import { runBroker, type BrokerRun } from './fleet-scenario.js';
 import { evaluateTargets } from './fleet-targets.js';
 import { benchOutbox, type OutboxBenchRow } from './outbox.js';
@@ -35,8 +35,6 @@ const SHIPPED_MOSQUITTO = path.join(ROOT, 'fleet-server/mosquitto');
 /** statfs f_type of file systems the report names. */
 const FS_TYPES: Record<number, string> = { 0xef53: 'ext4', 0x01021994: 'tmpfs', 0x58465342: 'xfs', 0x9123683e: 'btrfs', 0x794c7630: 'overlayfs', 0x6969: 'nfs', 0x858458f6: 'ramfs' };
 const TMPFS = new Set(['tmpfs', 'ramfs']);
-/** A step during which processes outside the bench used more than this (% of one core) is flagged, as in the agent bench. */
-const MAX_OTHER_CPU_PCT = 25;
 
 const benchStart = performance.now();
 const log = (msg: string) => process.stderr.write(`[fleet ${((performance.now() - benchStart) / 1000).toFixed(1).padStart(6)} s] ${msg}\n`);
@@ -90,7 +88,7 @@ async function main(): Promise<number> {
       if (s.drained && s.lost > 0) failures.push(`${run.label} ${s.label}: ${s.lost} events acknowledged by the broker were never stored`);
       if (!s.drained) warnings.push(`${run.label} ${s.label}: not drained when the wait ended (${s.unacked} without PUBACK, ${s.lost} acknowledged and not stored yet), so its lost count is not final`);
       if (s.rejected > 0) failures.push(`${run.label} ${s.label}: the fleet rejected ${s.rejected} bench messages (see its log)`);
-      if ((s.otherCpuPct ?? 0) > MAX_OTHER_CPU_PCT) warnings.push(`${run.label} ${s.label}: processes outside the bench used ${s.otherCpuPct!.toFixed(0)} % of a core while it ran (column Other CPU), so its figures understate the fleet`);
+      if ((s.otherCpuPct ?? 0) > DISTURBED_OTHER_CPU_PCT) warnings.push(`${run.label} ${s.label}: processes outside the bench used ${s.otherCpuPct!.toFixed(0)} % of a core while it ran (column Other CPU), so its figures understate the fleet`);
       if (s.scheduleLagP99Ms > 100) warnings.push(`${run.label} ${s.label}: the load process ran ${s.scheduleLagP99Ms.toFixed(0)} ms behind its schedule at p99, so it shares the blame for the delay`);
     }
     if (run.link.closes > 0) warnings.push(`${run.label}: ${run.link.closes} device connections closed during the load (${run.link.reconnects} reconnects; last error ${run.link.lastError ?? 'none'})`);
@@ -104,7 +102,7 @@ async function main(): Promise<number> {
   );
   const single = outbox?.find((o) => o.case === 'enqueue' && o.synchronous === 'FULL' && o.inFlight === 1);
   if (single) {
-    notes.push(`This disk commits a single-row synchronous=FULL transaction in about ${(1000 / single.rowsPerSecond).toFixed(2)} ms (outbox row FULL, 1 in flight). The fleet's ingest commits each message in its own FULL transaction (fleet-server/src/storage/ingest-store.ts), so its ceiling is about ${Math.round(single.rowsPerSecond).toLocaleString('en')} msg/s on this disk before any CPU cost; with aedes that wait also blocks the broker, which shares the fleet's event loop.`);
+    notes.push(`This disk commits a single-row synchronous=FULL transaction in about ${(1000 / single.rowsPerSecond).toFixed(2)} ms (outbox row FULL, 1 in flight). With aedes the fleet group-commits what arrives in one event-loop turn (fleet-server/src/telemetry/batched-ingest.ts) before the PUBACKs; behind Mosquitto its MQTT client commits each message in its own FULL transaction, so that path's ceiling is about ${Math.round(single.rowsPerSecond).toLocaleString('en')} msg/s on this disk before any CPU cost.`);
   }
   const targets = evaluateTargets(opts, outbox, runs);
   const finishedAt = new Date();
