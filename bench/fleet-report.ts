@@ -46,6 +46,9 @@ export interface FleetReport {
   targets: TargetCheck[];
 }
 
+/** A step during which processes outside the bench used more than this (% of one core) is marked ⚠ and warned about. */
+export const DISTURBED_OTHER_CPU_PCT = 25;
+
 /** Sustained: stored everything it was offered (≥ 95 %), drained, nothing lost, p99 within the limit. */
 export function sustained(s: StepResult, maxP99Ms: number): boolean {
   return s.drained && s.lost === 0 && s.delay.p99Ms <= maxP99Ms && s.storedPerS >= 0.95 * s.offeredPerS;
@@ -97,7 +100,7 @@ export function renderFleetMarkdown(r: FleetReport): string {
     for (const { run, s } of steps) {
       out.push(
         `| ${run.label} | ${s.label} (${f(s.durationS)} s) | ${f(s.ratePerS)} | ${f(s.offeredPerS)} | ${f(s.storedPerS)} | ${f(s.delay.p50Ms)} | ${f(s.delay.p99Ms)} | ${f(s.delay.maxMs)} | ${f(s.ackP99Ms)} | ` +
-          `${f(s.fleetRssMiB, 0)} | ${run.broker === 'aedes' ? '(in fleet)' : f(s.brokerRssMiB, 1)} | ${f(s.fleetCpuPct, 0)} | ${f(s.brokerCpuPct, 0)} | ${f(s.loadCpuPct, 0)} | ${f(s.otherCpuPct, 0)} | ${s.lost} | ${s.duplicates} | ${f(s.drainSeconds, 1)}${s.drained ? '' : ' (not drained)'} |`,
+          `${f(s.fleetRssMiB, 0)} | ${run.broker === 'aedes' ? '(in fleet)' : f(s.brokerRssMiB, 1)} | ${f(s.fleetCpuPct, 0)} | ${f(s.brokerCpuPct, 0)} | ${f(s.loadCpuPct, 0)} | ${f(s.otherCpuPct, 0)}${(s.otherCpuPct ?? 0) > DISTURBED_OTHER_CPU_PCT ? ' ⚠' : ''} | ${s.lost} | ${s.duplicates} | ${f(s.drainSeconds, 1)}${s.drained ? '' : ' (not drained)'} |`,
       );
     }
     out.push('');
