@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
+import { SHIPPED_MOSQUITTO_CONF, writeMosquittoConfig } from './mosquitto-config.js';
 import { REPO_ROOT } from './paths.js';
 import { parseMetrics, samples } from './prom-text.js';
 
@@ -304,7 +305,7 @@ export async function startAgentProcess(group: ProcessGroup, options: { dataDir:
 // ---- Mosquitto ----
 
 export const MOSQUITTO = '/usr/sbin/mosquitto';
-export const SHIPPED_MOSQUITTO_CONF = path.join(REPO_ROOT, 'fleet-server/mosquitto');
+export { SHIPPED_MOSQUITTO_CONF };
 
 export interface MosquittoProcess {
   proc: ManagedProcess;
@@ -325,26 +326,7 @@ export interface MosquittoProcess {
  * The caller writes `fleet.passwd` in `dir` (writePasswordFile) before starting it.
  */
 export async function startMosquitto(group: ProcessGroup, dir: string, ports: { device: number; fleet: number }, opts: { defaults?: boolean } = {}): Promise<MosquittoProcess> {
-  let conf = readFileSync(path.join(SHIPPED_MOSQUITTO_CONF, 'outpost.conf'), 'utf8');
-  const rewrite = (from: string | RegExp, to: string): void => {
-    const next = conf.replace(from, to);
-    if (next === conf) throw new Error(`shipped outpost.conf has no ${String(from)}: update test/helpers/processes.ts with the config`);
-    conf = next;
-  };
-  rewrite(/^pid_file .*$/m, `pid_file ${dir}/mosquitto.pid`);
-  rewrite(/^persistence_location .*$/m, `persistence_location ${dir}/`);
-  rewrite(/^log_dest syslog$/m, 'log_dest stderr');
-  rewrite(/^listener 1883 127\.0\.0\.1$/m, `listener ${ports.device} 127.0.0.1`);
-  rewrite(/^listener 1884 127\.0\.0\.1$/m, `listener ${ports.fleet} 127.0.0.1`);
-  conf = conf.replaceAll('/etc/mosquitto/outpost/', `${dir}/`);
-  if (opts.defaults) {
-    rewrite(/^max_queued_messages 0$/m, '');
-    rewrite(/^max_inflight_messages 0$/m, '');
-  }
-  // As root Mosquitto drops to the `mosquitto` user, which cannot read our 0600 temp files; stay root here.
-  if (process.getuid?.() === 0) conf += '\nuser root\n';
-  writeFileSync(path.join(dir, 'outpost.conf'), conf);
-  writeFileSync(path.join(dir, 'acl'), readFileSync(path.join(SHIPPED_MOSQUITTO_CONF, 'acl')));
+  writeMosquittoConfig(dir, ports, opts);
   if (!existsSync(path.join(dir, 'devices.passwd'))) writeFileSync(path.join(dir, 'devices.passwd'), '', { mode: 0o600 });
   const proc = group.spawn('mosquitto', MOSQUITTO, ['-c', path.join(dir, 'outpost.conf')]);
   for (const port of [ports.device, ports.fleet]) {

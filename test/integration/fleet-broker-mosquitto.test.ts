@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { writeMosquittoConfig } from '../helpers/mosquitto-config.js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hashSecret, newSecret } from '../../fleet-server/src/devices/secret-hash.js';
 import { externalBroker } from '../../fleet-server/src/broker/external.js';
@@ -27,7 +28,6 @@ const MOSQUITTO = '/usr/sbin/mosquitto';
 const hasMosquitto = fs.existsSync(MOSQUITTO);
 if (!hasMosquitto) console.warn(`fleet-broker-mosquitto: skipped, ${MOSQUITTO} is not installed (Debian: apt-get install mosquitto)`);
 
-const SHIPPED = path.resolve(import.meta.dirname, '../../fleet-server/mosquitto');
 
 interface Mosquitto {
   dir: string;
@@ -44,26 +44,7 @@ interface Mosquitto {
  * Mosquitto's own defaults (max_queued_messages 1000, max_inflight_messages 20).
  */
 async function startMosquitto(dir: string, ports: { device: number; fleet: number }, opts: { defaults?: boolean } = {}): Promise<Mosquitto> {
-  let conf = fs.readFileSync(path.join(SHIPPED, 'outpost.conf'), 'utf8');
-  const rewrite = (from: string | RegExp, to: string): void => {
-    const next = conf.replace(from, to);
-    if (next === conf) throw new Error(`shipped outpost.conf has no ${String(from)}: update this test with the config`);
-    conf = next;
-  };
-  rewrite(/^pid_file .*$/m, `pid_file ${dir}/mosquitto.pid`);
-  rewrite(/^persistence_location .*$/m, `persistence_location ${dir}/`);
-  rewrite(/^log_dest syslog$/m, 'log_dest stderr');
-  rewrite(/^listener 1883 127\.0\.0\.1$/m, `listener ${ports.device} 127.0.0.1`);
-  rewrite(/^listener 1884 127\.0\.0\.1$/m, `listener ${ports.fleet} 127.0.0.1`);
-  conf = conf.replaceAll('/etc/mosquitto/outpost/', `${dir}/`);
-  if (opts.defaults) {
-    rewrite(/^max_queued_messages 0$/m, '');
-    rewrite(/^max_inflight_messages 0$/m, '');
-  }
-  // As root Mosquitto drops to the `mosquitto` user, which cannot read our 0600 temp files; stay root here.
-  if (process.getuid?.() === 0) conf += '\nuser root\n';
-  fs.writeFileSync(path.join(dir, 'outpost.conf'), conf);
-  fs.copyFileSync(path.join(SHIPPED, 'acl'), path.join(dir, 'acl'));
+  writeMosquittoConfig(dir, ports, opts);
   if (!fs.existsSync(path.join(dir, 'devices.passwd'))) await writePasswordFile(path.join(dir, 'devices.passwd'), []);
 
   const proc: ChildProcess = spawn(MOSQUITTO, ['-c', path.join(dir, 'outpost.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
