@@ -86,6 +86,7 @@ async function main(): Promise<void> {
 
   // 5. A frame detected on the box, then the fleet's view of it.
   const frame = path.join(samples, 'shapes.jpg');
+  const detectedAt = new Date();
   const res = await fetch(`${agentUrl}/v1/models/${MODEL}/detect`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(frame) });
   const body = (await res.json()) as { detections?: { label: string; score: number; box: Record<string, number> }[]; timing?: Record<string, number> };
   if (!res.ok || !body.detections) throw new Error(`detect failed: HTTP ${res.status} ${JSON.stringify(body)}`);
@@ -93,7 +94,7 @@ async function main(): Promise<void> {
   for (const d of body.detections) console.log(`  ${d.label.padEnd(6)} ${d.score.toFixed(3)}  box x1=${d.box.x1} y1=${d.box.y1} x2=${d.box.x2} y2=${d.box.y2}`);
   console.log(`  timing ms: ${Object.entries(body.timing ?? {}).map(([k, v]) => `${k.replace('_ms', '')} ${v}`).join(', ')}`);
 
-  await waitForFleetToCount(httpUrl, token, deviceId);
+  await waitForFleetToCount(httpUrl, token, deviceId, detectedAt);
   console.log('\n$ outpost devices ls');
   await cli(['devices', 'ls']);
   console.log(`\n$ outpost metrics --device ${deviceId} --model ${MODEL} --since 10m`);
@@ -134,11 +135,11 @@ async function freeOr(port: number): Promise<number> {
   });
 }
 
-/** Waits (≤ 15 s) until a telemetry window holding the demo's request reached the fleet. */
-async function waitForFleetToCount(httpUrl: string, token: string, deviceId: string): Promise<void> {
+/** Waits (≤ 15 s) until a telemetry window holding this run's request reached the fleet (earlier runs' do not count). */
+async function waitForFleetToCount(httpUrl: string, token: string, deviceId: string, since: Date): Promise<void> {
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
-    const res = await fetch(`${httpUrl}/api/v1/devices/${deviceId}/metrics?model=${MODEL}&since=${new Date(Date.now() - 600_000).toISOString()}`, { headers: { authorization: `Bearer ${token}` } });
+    const res = await fetch(`${httpUrl}/api/v1/devices/${deviceId}/metrics?model=${MODEL}&since=${since.toISOString()}`, { headers: { authorization: `Bearer ${token}` } });
     if (res.ok && ((await res.json()) as { requests: number }).requests > 0) return;
     await new Promise((r) => setTimeout(r, 250));
   }
