@@ -175,4 +175,31 @@ describe.skipIf(!hasMosquitto)('external Mosquitto: the fleet login', () => {
     );
     expect(outcome).toBe(5); // CONNACK "not authorized": Mosquitto's answer to a user not in the password file
   });
+
+  it('leaves a message it could not store with Mosquitto, which redelivers it once the database recovers', async () => {
+    const procs = new ProcessGroup();
+    cleanups.push(() => procs.killAll());
+    const dir = tempDir();
+    const fleetPassword = newSecret();
+    await writePasswordFile(path.join(dir, 'fleet.passwd'), [{ username: FLEET_USERNAME, secretHash: hashSecret(fleetPassword) }]);
+    const mosquitto = await startMosquitto(procs, dir, { device: await freePort(), fleet: await freePort() });
+    const external = await startFleet({
+      dataDir: path.join(dir, 'fleet'),
+      config: { broker: { url: mosquitto.fleetUrl, username: FLEET_USERNAME, password: fleetPassword, passwordFile: mosquitto.passwordFile, pidFile: mosquitto.pidFile, publicUrl: mosquitto.deviceUrl } },
+    });
+    cleanups.push(() => external.stop());
+    const d = await enrollDevice(external);
+    const dev = await eventually(() => connectDevice(mosquitto.deviceUrl, d), 'the enrolled device to log in on the device listener', 10_000);
+    cleanups.push(() => void dev.end(true));
+
+    // Mosquitto acknowledges the device at once; the fleet's store fails, so the fleet must not acknowledge it
+    // to Mosquitto (before this, the message was counted as store-failed and lost).
+    external.fleet.store.db.pragma('query_only = ON');
+    await dev.publishAsync(topicFor(d.deviceId, 'events'), event(d.deviceId, 7), { qos: 1 });
+    await eventually(async () => (await rejectedCount(external, 'store-failed')) >= 1 || undefined, 'the store to fail', 5_000);
+    expect(storedSeqs(external, d.deviceId)).toEqual([]);
+    external.fleet.store.db.pragma('query_only = OFF');
+    await eventually(() => (storedSeqs(external, d.deviceId).length > 0 ? true : undefined), 'the redelivered message to be stored', 10_000);
+    expect(storedSeqs(external, d.deviceId)).toEqual([7]);
+  });
 });

@@ -26,7 +26,9 @@ export interface FleetClientOptions {
    * with an external broker a message the fleet has not handled stays in its persistent session (clean: false)
    * and is redelivered after a fleet restart or crash, and a slow consumer slows the broker instead of losing
    * messages. It should handle bad payloads itself; if it throws, the error is logged and the message is
-   * acknowledged anyway, so one poison message cannot wedge the link.
+   * acknowledged anyway, so one poison message cannot wedge the link. If it returns 'store-failed' (the
+   * database, not the message, is at fault) the message is NOT acknowledged: the connection is dropped, and
+   * the broker redelivers it from the persistent session when the client reconnects (after about 1 s).
    *
    * Absent: the client only publishes (`desired`, `cmd`) and subscribes to nothing. That is the embedded
    * broker's case, which ingests device messages in its authorizePublish hook (before the device's PUBACK);
@@ -69,7 +71,13 @@ export async function connectFleetClient(opts: FleetClientOptions): Promise<Flee
     Promise.resolve()
       .then(() => onMessage?.(packet.topic, payload))
       .catch((err: unknown) => log.error({ err, topic: packet.topic }, 'fleet message handler failed; message acknowledged'))
-      .finally(() => callback());
+      .then((outcome) => {
+        if (outcome !== 'store-failed') return callback();
+        // No PUBACK: mqtt.js handles one packet at a time, so leaving this one unanswered on a dropped
+        // connection is how a 3.1.1 client says "not taken". The broker keeps it in our session.
+        log.error({ topic: packet.topic }, 'device message not stored; dropping the connection without PUBACK so the broker redelivers it');
+        client.stream.destroy();
+      });
   };
 
   const subscribe = async (): Promise<void> => {
