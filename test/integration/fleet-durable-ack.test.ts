@@ -148,9 +148,8 @@ describe('fleet shutdown', () => {
   }, 30_000);
 });
 
-const hasMosquitto = existsSync(MOSQUITTO);
-describe.skipIf(!hasMosquitto)('external Mosquitto: the fleet login', () => {
-  it('is not accepted on the device listener, only on the fleet listener', async () => {
+/** The shipped Mosquitto on free ports, with a fleet server in external-broker mode behind it; both cleaned up. */
+async function externalFleet() {
     const procs = new ProcessGroup();
     cleanups.push(() => procs.killAll());
     const dir = tempDir();
@@ -162,6 +161,13 @@ describe.skipIf(!hasMosquitto)('external Mosquitto: the fleet login', () => {
       config: { broker: { url: mosquitto.fleetUrl, username: FLEET_USERNAME, password: fleetPassword, passwordFile: mosquitto.passwordFile, pidFile: mosquitto.pidFile, publicUrl: mosquitto.deviceUrl } },
     });
     cleanups.push(() => external.stop());
+  return { mosquitto, external, fleetPassword };
+}
+
+const hasMosquitto = existsSync(MOSQUITTO);
+describe.skipIf(!hasMosquitto)('external Mosquitto: the fleet login', () => {
+  it('is not accepted on the device listener, only on the fleet listener', async () => {
+    const { mosquitto, external, fleetPassword } = await externalFleet();
     // Started: the fleet's client is connected on the fleet listener. Enrolling rewrites the device password
     // file and reloads Mosquitto; once the device gets in, that reload has been applied.
     const d = await enrollDevice(external);
@@ -177,17 +183,7 @@ describe.skipIf(!hasMosquitto)('external Mosquitto: the fleet login', () => {
   });
 
   it('leaves a message it could not store with Mosquitto, which redelivers it once the database recovers', async () => {
-    const procs = new ProcessGroup();
-    cleanups.push(() => procs.killAll());
-    const dir = tempDir();
-    const fleetPassword = newSecret();
-    await writePasswordFile(path.join(dir, 'fleet.passwd'), [{ username: FLEET_USERNAME, secretHash: hashSecret(fleetPassword) }]);
-    const mosquitto = await startMosquitto(procs, dir, { device: await freePort(), fleet: await freePort() });
-    const external = await startFleet({
-      dataDir: path.join(dir, 'fleet'),
-      config: { broker: { url: mosquitto.fleetUrl, username: FLEET_USERNAME, password: fleetPassword, passwordFile: mosquitto.passwordFile, pidFile: mosquitto.pidFile, publicUrl: mosquitto.deviceUrl } },
-    });
-    cleanups.push(() => external.stop());
+    const { mosquitto, external, fleetPassword } = await externalFleet();
     const d = await enrollDevice(external);
     const dev = await eventually(() => connectDevice(mosquitto.deviceUrl, d), 'the enrolled device to log in on the device listener', 10_000);
     cleanups.push(() => void dev.end(true));

@@ -1,21 +1,11 @@
 import type { Command } from 'commander';
+import type { DeviceView } from '../devices/device-view.js';
 import { parseDurationSeconds, parseTags } from './args.js';
 import { action, addGlobalOptions, type CliIo } from './context.js';
 import { details, formatAge, formatBytes, formatTags, table } from './output.js';
 
-/** A device as GET /api/v1/devices lists it (fleet-server/src/devices/device-view.ts). */
-export interface DeviceSummary {
-  id: string;
-  tags: Record<string, string>;
-  online: boolean;
-  revoked: boolean;
-  enrolledAt: string;
-  lastSeen: string | null;
-  agentVersion: string | null;
-  provider: string | null;
-  models: Array<{ name: string; version: number; state: string }>;
-  outbox: { rows: number; bytes: number; droppedTelemetry: number; deadLettered: number } | null;
-}
+/** A device as GET /api/v1/devices lists it: the server's own view type, so the two cannot drift apart. */
+export type DeviceSummary = DeviceView;
 
 interface DeviceDetail extends DeviceSummary {
   reported: { models?: Array<{ name: string; version: number; state: string; provider?: string | null; error?: string | null }> } | null;
