@@ -1,75 +1,12 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { AGENT_ERRORS, fail } from '../../agent/src/errors.js';
+import { errorCatalogSuite } from '../helpers/error-catalog-suite.js';
 
-// The catalog is an external surface: clients branch on these codes, so docs/errors.md must list each one
-// with the status the agent really sends. This reads the doc (a checked-in file), nothing else.
-const DOC = readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/errors.md'), 'utf8');
+errorCatalogSuite({
+  name: 'agent error catalog', prefix: 'AGENT', catalog: AGENT_ERRORS, doc: 'docs/errors.md', source: 'agent/src/errors.ts',
+  sample: { fail: (code, message) => fail(code as keyof typeof AGENT_ERRORS, message), code: 'AGENT_OVERLOADED', httpStatus: 503 },
+});
 
-interface DocRow {
-  httpStatus: number;
-  retryable: boolean;
-  when: string;
-}
-
-/** Table rows of the form | `AGENT_X` | 400 | no | when | what to do |. */
-function documentedRows(markdown: string): Map<string, DocRow> {
-  const rows = new Map<string, DocRow>();
-  for (const line of markdown.split('\n')) {
-    const m = /^\|\s*`(AGENT_[A-Z0-9_]+)`\s*\|\s*(\d{3})\s*\|\s*(yes|no)\s*\|([^|]*)\|/.exec(line);
-    if (!m) continue;
-    if (rows.has(m[1]!)) throw new Error(`docs/errors.md lists ${m[1]} twice`);
-    rows.set(m[1]!, { httpStatus: Number(m[2]), retryable: m[3] === 'yes', when: m[4]!.trim() });
-  }
-  return rows;
-}
-
-const rows = documentedRows(DOC);
-const catalog = Object.entries(AGENT_ERRORS);
-
-describe('error catalog', () => {
-  it('the doc table parses (guards against a format change silently emptying the checks below)', () => {
-    expect(rows.size).toBeGreaterThan(0);
-  });
-
-  it('documents every catalog code with its HTTP status and retryability', () => {
-    const missing = catalog.filter(([code]) => !rows.has(code)).map(([code]) => code);
-    expect(missing, 'codes in agent/src/errors.ts missing from docs/errors.md').toEqual([]);
-    for (const [code, spec] of catalog) {
-      const row = rows.get(code)!;
-      expect({ code, httpStatus: row.httpStatus, retryable: row.retryable }).toEqual({ code, httpStatus: spec.httpStatus, retryable: spec.retryable });
-      expect(row.when.length, `${code} needs a description in docs/errors.md`).toBeGreaterThan(20);
-    }
-  });
-
-  it('documents no code the agent does not have, anywhere on the page', () => {
-    const mentioned = new Set(DOC.match(/\bAGENT_[A-Z0-9_]+\b/g) ?? []);
-    const unknown = [...mentioned].filter((code) => !Object.hasOwn(AGENT_ERRORS, code));
-    expect(unknown, 'codes in docs/errors.md that agent/src/errors.ts does not define').toEqual([]);
-  });
-
-  it('every code is AGENT_-prefixed and maps to an error status (4xx/5xx) with a description', () => {
-    for (const [code, spec] of catalog) {
-      expect(code).toMatch(/^AGENT_[A-Z0-9_]+$/);
-      expect(spec.httpStatus, code).toBeGreaterThanOrEqual(400);
-      expect(spec.httpStatus, code).toBeLessThan(600);
-      expect(spec.description.length, code).toBeGreaterThan(0);
-    }
-  });
-
-  it('retryable codes are server-side conditions (5xx or 408), never a client mistake (other 4xx)', () => {
-    for (const [code, spec] of catalog) {
-      if (spec.retryable) expect(spec.httpStatus === 408 || spec.httpStatus >= 500, code).toBe(true);
-    }
-  });
-
-  it('fail() builds errors carrying the catalog status, retryability and the {error, code} body', () => {
-    const e = fail('AGENT_OVERLOADED', 'queue full', { headers: { 'retry-after': '1' } });
-    expect(e.httpStatus).toBe(503);
-    expect(e.retryable).toBe(true);
-    expect(e.headers['retry-after']).toBe('1');
-    expect(JSON.parse(JSON.stringify(e))).toEqual({ error: 'queue full', code: 'AGENT_OVERLOADED' });
-  });
+it('fail() carries extra headers such as Retry-After to the HTTP layer', () => {
+  expect(fail('AGENT_OVERLOADED', 'queue full', { headers: { 'retry-after': '1' } }).headers['retry-after']).toBe('1');
 });
