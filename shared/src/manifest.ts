@@ -64,6 +64,37 @@ export const BatchingSchema = z.strictObject({
 });
 export type Batching = z.infer<typeof BatchingSchema>;
 
+/**
+ * A golden input and what the model must answer to it, small enough to travel inside the signed desired state.
+ * Inputs are given inline (`data`, row-major) or as a deterministic fill (`fill.seed`: uniform [0, 1) from a
+ * seeded PRNG, so a 640×640 image costs 20 bytes). Outputs are summarised: the sum, the sum of absolute values and
+ * the values at `sample_indices` (flat, row-major). A staged model passes when every figure is within
+ * `atol + rtol·|expected|` (sums: `atol·n + rtol·|expected|`).
+ */
+const GoldenTensorSchema = z.strictObject({
+  datatype: z.enum(['FP32', 'FP64', 'INT32', 'INT64', 'UINT8', 'INT8', 'FP16', 'BOOL', 'UINT16', 'UINT32', 'UINT64', 'INT16']),
+  dims: z.array(z.number().int().min(1)).max(8),
+  data: z.array(z.number()).max(4096).optional(),
+  fill: z.strictObject({ seed: z.number().int().min(0).max(2 ** 32 - 1) }).optional(),
+}).refine((t) => (t.data === undefined) !== (t.fill === undefined), 'give exactly one of data or fill');
+
+export const GoldenOutputSchema = z.strictObject({
+  dims: z.array(z.number().int().min(0)).max(8),
+  sum: z.number(),
+  abs_sum: z.number(),
+  sample_indices: z.array(z.number().int().min(0)).max(256),
+  sample: z.array(z.number()).max(256),
+}).refine((o) => o.sample.length === o.sample_indices.length, 'sample and sample_indices must have the same length');
+
+export const GoldenSchema = z.strictObject({
+  inputs: z.record(z.string(), GoldenTensorSchema),
+  outputs: z.record(z.string(), GoldenOutputSchema),
+  atol: z.number().min(0).default(1e-3),
+  rtol: z.number().min(0).default(1e-3),
+});
+export type Golden = z.output<typeof GoldenSchema>;
+export type GoldenOutput = z.output<typeof GoldenOutputSchema>;
+
 export const ManifestSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'letters, digits, _ . - (max 128), not starting with a symbol'),
   version: positiveInt,
@@ -79,6 +110,8 @@ export const ManifestSchema = z.strictObject({
   batching: BatchingSchema.optional(),
   /** Sessions run in parallel for this version (each request still runs on one). */
   instance_count: positiveInt.max(16).default(1),
+  /** The golden-input smoke test run while an update is staged (shared/src/golden.ts); absent = warm-up only. */
+  golden: z.lazy(() => GoldenSchema).optional(),
 });
 export type Manifest = z.output<typeof ManifestSchema>;
 

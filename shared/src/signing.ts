@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 
 /**
  * ed25519 signatures over model statements. The fleet signs; the agent verifies with the public key it
@@ -20,6 +20,47 @@ export function statementBytes(statement: Statement): Buffer {
   }
   const canonical = JSON.stringify(Object.fromEntries(keys.map((k) => [k, statement[k]])));
   return Buffer.from(`${SIGNATURE_DOMAIN}\n${canonical}`, 'utf8');
+}
+
+/**
+ * What the fleet signs for one device when it deploys a model version to it (issue 5, docs/updates.md
+ * "Threat model"): the device, the artifact (name, version, sha256, size), the manifest it must be loaded with
+ * (sha256 of its canonical JSON, '' when none), a fleet-wide monotonic deployment counter (rollback/replay
+ * protection: the agent refuses a counter below the highest it has accepted for the model) and an expiry
+ * (freeze protection: no new install from expired metadata). `kind` keeps it apart from the registry's
+ * model statement, which has no such field.
+ */
+export interface Deployment {
+  device: string;
+  name: string;
+  version: number;
+  sha256: string;
+  size: number;
+  manifestSha256: string;
+  deployment: number;
+  expires: string;
+}
+
+export function deploymentStatement(d: Deployment): Statement {
+  return {
+    kind: 'deployment', device: d.device, name: d.name, version: d.version, sha256: d.sha256, size: d.size,
+    manifestSha256: d.manifestSha256, deployment: d.deployment, expires: d.expires,
+  };
+}
+
+/** sha256 (hex) of a manifest's canonical JSON (keys sorted at every depth); '' for no manifest. */
+export function manifestDigest(manifest: unknown): string {
+  if (manifest === null || manifest === undefined) return '';
+  return createHash('sha256').update(canonicalJson(manifest)).digest('hex');
+}
+
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
 }
 
 /** The model statement the registry signs: what the artifact is, by name, version and content hash. */

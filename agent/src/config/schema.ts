@@ -111,6 +111,34 @@ export const AgentConfigSchema = z.strictObject({
       maxAttempts: int(1, 1000).default(5),
     })
     .prefault({}),
+  update: z
+    .strictObject({
+      /** Most bytes the model repository and the staging directory may hold together; a download that would pass it is refused. */
+      diskBudgetBytes: int(1024 * 1024).default(2 * 1024 ** 3),
+      /** Free space the filesystem must keep after a download; refused before the first byte otherwise. */
+      minFreeBytes: int(0).default(256 * 1024 * 1024),
+      /** Download attempts per update before it fails (network errors and 5xx; a 4xx fails at once). */
+      downloadAttempts: int(1, 1000).default(8),
+      /** Backoff between attempts: exponential from min to max with full jitter. */
+      backoffMinMs: int(1).default(500),
+      backoffMaxMs: int(1).default(30_000),
+      /** An attempt with no byte for this long is abandoned (and retried). */
+      stallTimeoutMs: int(100).default(30_000),
+      /** Probation ends after this long on the new version… */
+      probationSeconds: int(0, 7 * 86_400).default(300),
+      /** …or after this many requests to it, whichever comes first. */
+      probationRequests: int(1).default(1000),
+      /** Roll back when more than this share of the new version's requests fail (0..1)… */
+      maxErrorRate: z.number().min(0).max(1).default(0.05),
+      /** …or its p95 latency exceeds this factor × the previous version's… */
+      maxLatencyFactor: z.number().min(1).max(1000).default(2),
+      /** …judged once at least this many requests reached it. */
+      minRequests: int(1).default(20),
+      /** Times one deployment may be started (boot resumes included) before it fails: the loop guard. */
+      maxAttempts: int(1, 100).default(3),
+    })
+    .refine((u) => u.backoffMinMs <= u.backoffMaxMs, { message: 'backoffMinMs must not exceed backoffMaxMs', path: ['backoffMinMs'] })
+    .prefault({}),
   telemetry: z
     .strictObject({
       /** When a telemetry window closes and is queued, as a node-cron expression with seconds (default: every 10 s). */

@@ -103,4 +103,77 @@ export const FLEET_MIGRATIONS: readonly string[] = [
   `ALTER TABLE devices ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE devices ADD COLUMN pruned_seq INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX received_by_time ON received (received_at);`,
+  // 3: safe updates (issue 5). device_desired holds what each device should run, one row per (device, model),
+  // each entry signed for that device (shared/src/signing.ts deploymentStatement); desired_revision numbers the
+  // retained desired messages per device. fleet_counters.deployment is the fleet-wide monotonic deployment
+  // counter. rollouts/rollout_devices are the rollout engine's (fleet-server/src/rollouts); commands the cmd
+  // topic's (fleet-server/src/deploy/commands.ts); maintenance_windows restrict activation per device or tag.
+  `CREATE TABLE fleet_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+   INSERT INTO fleet_counters (name, value) VALUES ('deployment', 0);
+   CREATE TABLE device_desired (
+     device_id TEXT NOT NULL,
+     model TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     manifest TEXT,
+     deployment INTEGER NOT NULL,
+     expires TEXT NOT NULL,
+     rollout_id TEXT,
+     signature TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     PRIMARY KEY (device_id, model)
+   );
+   CREATE TABLE desired_revision (device_id TEXT PRIMARY KEY, revision INTEGER NOT NULL, published_at TEXT);
+   CREATE TABLE rollouts (
+     id TEXT PRIMARY KEY,
+     model TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     target TEXT NOT NULL,                 -- JSON {deviceIds: string[], selector: {tag: value}}
+     stages TEXT NOT NULL,                 -- JSON number[] of cumulative percentages, last = 100
+     min_devices INTEGER NOT NULL,
+     max_failure_pct REAL NOT NULL,
+     thresholds TEXT NOT NULL,             -- JSON Thresholds sent to the devices (probation, error rate, latency)
+     schedule TEXT,                        -- cron expression of a scheduled start, or NULL
+     state TEXT NOT NULL,
+     current_stage INTEGER NOT NULL DEFAULT 0,
+     reason TEXT,
+     created_at TEXT NOT NULL,
+     started_at TEXT,
+     updated_at TEXT NOT NULL,
+     finished_at TEXT
+   );
+   CREATE TABLE rollout_devices (
+     rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+     device_id TEXT NOT NULL,
+     stage INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     previous_version INTEGER,
+     reason TEXT,
+     detail TEXT,
+     updated_at TEXT NOT NULL,
+     PRIMARY KEY (rollout_id, device_id)
+   );
+   CREATE INDEX rollout_devices_by_device ON rollout_devices (device_id);
+   CREATE TABLE commands (
+     id TEXT PRIMARY KEY,
+     device_id TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     args TEXT NOT NULL,
+     state TEXT NOT NULL,                  -- sent | ok | failed | timed_out
+     created_at TEXT NOT NULL,
+     deadline TEXT NOT NULL,
+     finished_at TEXT,
+     result TEXT                           -- JSON {result, error} from cmd/result
+   );
+   CREATE INDEX commands_by_device ON commands (device_id, created_at);
+   CREATE TABLE maintenance_windows (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     device_id TEXT,                       -- one device, or
+     tag_key TEXT, tag_value TEXT,         -- every device with this tag
+     cron TEXT NOT NULL,
+     duration_minutes INTEGER NOT NULL,
+     created_at TEXT NOT NULL,
+     CHECK ((device_id IS NULL) <> (tag_key IS NULL))
+   );`,
 ];

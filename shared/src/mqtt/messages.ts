@@ -134,8 +134,30 @@ export const DesiredModelSchema = z.strictObject({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   size: count,
   url: z.string().min(1).max(2048),
-  /** base64 ed25519 signature by the fleet key over signedStatement() of these fields. */
+  /** The manifest the version is loaded with (the registry's copy), or null; signed through its digest. */
+  manifest: z.record(z.string(), z.unknown()).nullable(),
+  /** Fleet-wide monotonic counter of this deployment; the agent refuses one below the highest it accepted. */
+  deployment: seq,
+  /** After this instant the entry is stale: no new install starts from it (freeze-attack protection). */
+  expires: iso,
+  /** The rollout this entry belongs to, for the events the agent sends back (not signed: bookkeeping only). */
+  rollout: z.string().max(64).nullable().default(null),
+  /** base64 ed25519 signature by the fleet key over deploymentStatement() (shared/src/signing.ts). */
   signature: z.string().min(1).max(256),
+});
+
+/** Probation and rollback thresholds the fleet may set per device; the agent's config supplies what is absent. */
+export const ThresholdsSchema = z.strictObject({
+  /** Probation ends (commit) after this long… */
+  probationSeconds: z.number().int().min(0).max(7 * 86_400).optional(),
+  /** …or after this many requests to the new version, whichever comes first. */
+  probationRequests: z.number().int().min(1).max(1e9).optional(),
+  /** Roll back when the failure share of the new version's requests exceeds this (0..1)… */
+  maxErrorRate: z.number().min(0).max(1).optional(),
+  /** …or its p95 latency exceeds this factor × the previous version's… */
+  maxLatencyFactor: z.number().min(1).max(1000).optional(),
+  /** …judged once at least this many requests reached it. */
+  minRequests: z.number().int().min(1).max(1e6).optional(),
 });
 
 /** Desired state (fleet → agent, retained). `revision` grows with every change the fleet makes for the device. */
@@ -146,8 +168,30 @@ export const DesiredMessageSchema = z.strictObject({
   ts: iso,
   models: z.array(DesiredModelSchema).max(64),
   maintenanceWindow: z.strictObject({ cron: z.string().max(128), durationMinutes: z.number().int().min(1).max(1440) }).nullable().default(null),
-  thresholds: z.record(z.string(), z.number()).default({}),
+  thresholds: ThresholdsSchema.default({}),
 });
+
+/** The update machine's states (agent/src/update/states.ts holds the transition table). */
+export const UPDATE_STATES = [
+  'idle', 'downloading', 'verifying', 'staging', 'activating', 'probation', 'committed', 'rolling_back', 'rolled_back', 'failed',
+] as const;
+export type UpdateState = (typeof UPDATE_STATES)[number];
+
+/** `data` of an `update.transition` event: one step of one model's update on one device. */
+export const UpdateTransitionSchema = z.object({
+  model: name,
+  version,
+  /** The version serving before this update (null: none). */
+  previousVersion: version.nullable(),
+  from: z.enum(UPDATE_STATES),
+  to: z.enum(UPDATE_STATES),
+  deployment: seq,
+  rollout: z.string().max(64).nullable(),
+  /** Why, for rolled_back / failed / rolling_back: a stable code (docs/updates.md "Rollback triggers") and a message. */
+  reason: z.string().max(64).nullable(),
+  detail: z.string().max(2000).nullable(),
+});
+export type UpdateTransition = z.infer<typeof UpdateTransitionSchema>;
 
 export const CmdMessageSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
@@ -167,6 +211,7 @@ export type CmdResultMessage = z.infer<typeof CmdResultMessageSchema>;
 export type DesiredMessage = z.infer<typeof DesiredMessageSchema>;
 export type DesiredModel = z.infer<typeof DesiredModelSchema>;
 export type CmdMessage = z.infer<typeof CmdMessageSchema>;
+export type Thresholds = z.infer<typeof ThresholdsSchema>;
 
 export const MESSAGE_SCHEMAS = {
   state: StateMessageSchema,
