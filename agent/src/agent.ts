@@ -17,6 +17,7 @@ import type { Outbox } from './outbox/types.js';
 import { createTelemetry, type Telemetry } from './telemetry/create-telemetry.js';
 import { AgentStateStore } from './storage/agent-state.js';
 import { openDatabase, type Db } from './storage/database.js';
+import { Updater } from './update/updater.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Seams a test or an embedding may replace; each has a real default. */
@@ -34,6 +35,8 @@ export interface Agent {
   readonly state: AgentStateStore;
   readonly outbox: Outbox;
   readonly telemetry: Telemetry;
+  /** The update machine (agent/src/update/): desired state from the fleet → downloads, hot swaps, probation, rollbacks. */
+  readonly updater: Updater;
   /** The fleet link; undefined when the box is not enrolled (no credentials in the data dir). */
   readonly link: FleetLink | undefined;
   /** Listens, then loads the repository; resolves when every version is ready or failed. Returns the base URL. */
@@ -64,10 +67,13 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   const db: Db = openDatabase(path.join(config.dataDir, 'agent.db'));
   const state = new AgentStateStore(db);
   const metrics = createAgentMetrics();
+  // The update machine decides which version of a fleet-managed model serves at boot (selection).
+  let updater: Updater | undefined;
   const models = new ModelManager({
     config, metrics, state, log,
     runtime: deps.runtime ?? readRuntimeInfo(config.inference.runtimeLibraryPath),
     hardware: deps.hardware ?? realHardwareProbe,
+    selection: (name) => updater?.selection(name),
   });
   const { outbox, committer } = createOutbox({ db, config: config.outbox, log });
   metrics.sources.outboxStats = () => outbox.stats();
@@ -78,20 +84,27 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
     listModels: () => models.list().filter((v) => v.state === 'ready').map((v) => ({ model: v.name, version: v.version })),
   });
   metrics.sources.telemetryLostRequests = () => telemetry.aggregator.lostRequests;
-  const inference = new InferenceService(metrics, state, config.limits, telemetry.observer);
+  const { credentials, credentialsError } = readCredentials(config.dataDir, log);
+  updater = new Updater({ config, db, models, events, log, credentials });
+  const observe = telemetry.observer;
+  const inference = new InferenceService(metrics, state, config.limits, (r) => {
+    observe(r);
+    updater!.observe(r);
+  });
   const startedAt = new Date();
   let accepting = true;
   let url = '';
 
-  const { credentials, credentialsError } = readCredentials(config.dataDir, log);
   const link = credentials
     ? new FleetLink({
         credentials, fleet: config.fleet, maxAttempts: config.outbox.maxAttempts, outbox, log,
-        reportState: () => buildReportedState({ agentVersion: AGENT_VERSION, startedAt, models: () => models.list(), providerCandidates: () => models.providerPlan.candidates }),
+        reportState: () => buildReportedState({ agentVersion: AGENT_VERSION, startedAt, models: () => models.list(), providerCandidates: () => models.providerPlan.candidates, update: () => updater!.summary() }),
         onRejected: (kind, reason) => metrics.linkRejected.inc({ kind, reason }),
+        runCommand: (message) => updater!.runCommand(message),
       })
     : undefined;
   if (link) {
+    link.on('desired', (message) => updater!.onDesired(message));
     metrics.sources.linkConnected = () => link.connected;
     link.on('connected', (info) => {
       if (!info.reconnect) return;
@@ -108,11 +121,11 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
     deviceId: credentials?.deviceId ?? null,
     executionProviders: { preference: config.inference.providers, candidates: models.providerPlan.candidates, skipped: models.providerPlan.skipped },
     models: models.list().map((v) => ({
-      name: v.name, version: v.version, state: v.state, error: v.error, provider: v.provider, skippedProviders: v.skippedProviders,
+      name: v.name, version: v.version, active: models.active(v.name) === v, state: v.state, error: v.error, provider: v.provider, skippedProviders: v.skippedProviders,
       task: v.spec?.task, loadMs: v.loadMs && Math.round(v.loadMs), pending: v.batcher?.pending ?? 0, maxBatchSize: v.spec?.batching.maxBatchSize,
     })),
     requests: state.counters(),
-    update: { state: 'idle' },
+    update: updater.summary(),
     link: linkStatus(),
     outbox: outbox.stats(),
   });
@@ -130,7 +143,7 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   flushTimer.unref();
 
   return {
-    config, http, models, metrics, state, status, outbox, link, telemetry,
+    config, http, models, metrics, state, status, outbox, link, telemetry, updater,
     async start() {
       url = await http.listen({ host: config.http.host, port: config.http.port });
       if (config.http.host === '0.0.0.0') url = url.replace('0.0.0.0', '127.0.0.1');
@@ -141,8 +154,12 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
         log.info({ deviceId: credentials?.deviceId, mqttUrl: credentials?.mqttUrl }, 'enrolled: starting the fleet link');
         link.start();
       } else log.info({ reason: credentialsError ?? 'no credentials' }, 'not enrolled: fleet link off');
+      // A crash in the middle of an update is settled before anything loads (crash loop → rollback), so the
+      // repository loads exactly the versions that must serve; then the update machine resumes.
+      updater!.prepareBoot();
       await models.loadRepository();
       for (const v of models.list()) events.modelLoad(v);
+      updater!.boot();
       link?.refreshState();
       log.info({ ready: models.list().filter((v) => v.state === 'ready').length, failed: models.list().filter((v) => v.state === 'failed').length }, 'model repository loaded');
       return url;
@@ -153,6 +170,7 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
       // Reverse of start: goodbye to the fleet first (≤ 1 s), then HTTP and models, then the outbox, then the database.
       await link?.stop().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'fleet link did not stop cleanly'));
       await http.close();
+      await updater!.stop();
       await models.close();
       telemetry.stop();
       unsubscribeDrops();

@@ -3,14 +3,16 @@
  * `npm start`: the whole product on one box, through the paths an operator uses.
  *   1. the fleet server (embedded broker, SQLite under data/demo-fleet) — createFleet(), as `outpost-fleet run`
  *   2. an enrollment token from its REST API, and the agent enrolled with it — as `outpost-agent enroll`
- *   3. the demo detector pushed to the registry — `outpost models push` (the CLI code itself)
- *   4. the agent serving it (createAgent(), as `outpost-agent run`), linked to the fleet over MQTT
- *   5. a sample frame detected, then the fleet showing the device and what it served — `outpost devices ls`, `outpost metrics`
- * Deploying to the agent through a rollout comes with the update machine (issue 5); until then the agent serves
- * the same model version from its local repository. Flags: --once (stop after the tour), --port 0 (free ports).
+ *   3. the demo detector pushed to the registry with its golden input — `outpost models push` (the CLI code itself)
+ *   4. the agent (createAgent(), as `outpost-agent run`) with an empty model repository, linked over MQTT
+ *   5. the detector deployed by a rollout — `outpost rollouts create` then `outpost rollouts watch` — so the agent
+ *      receives the signed desired state, downloads, verifies, stages, activates and commits it after probation
+ *   6. a sample frame detected, then the fleet's view of the device and what it served
+ * Flags: --once (stop after the tour), --port 0 (free ports).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createAgent, type Agent } from '../../agent/src/agent.js';
 import { loadConfig } from '../../agent/src/config/load.js';
@@ -46,6 +48,14 @@ async function main(): Promise<void> {
   const token = readFileSync(fleet.fleet.adminTokenFile, 'utf8').trim();
   const cliEnv = { ...process.env, OUTPOST_FLEET_URL: httpUrl, OUTPOST_TOKEN: token };
   const cli = (argv: string[]) => runCli(argv, { stdout: process.stdout, stderr: process.stderr, env: cliEnv, cwd: process.cwd() });
+  /** A CLI command with --json, its output parsed (the demo needs the rollout id it prints). */
+  const cliJson = async (argv: string[]): Promise<unknown> => {
+    let out = '';
+    const stdout = new Writable({ write(chunk, _enc, done) { out += String(chunk); done(); } });
+    const code = await runCli([...argv, '--json'], { stdout, stderr: process.stderr, env: cliEnv, cwd: process.cwd() });
+    if (code !== 0) throw new Error(`outpost ${argv.join(' ')} failed (exit ${code})`);
+    return JSON.parse(out);
+  };
   console.log(`Outpost fleet server ${httpUrl}  (MQTT ${mqttUrl}; operator token in ${fleet.fleet.adminTokenFile})`);
 
   // 2. Enrollment, unless this agent data dir already holds credentials this fleet knows (re-enrolled under
@@ -71,18 +81,29 @@ async function main(): Promise<void> {
     if (code !== 0) throw new Error(`models push failed (exit ${code})`);
   }
 
-  // 4. The agent, linked to the fleet; telemetry every 2 s so the tour shows it arriving.
+  // 4. The agent, linked to the fleet, with its own (empty on a first run) repository: the model arrives by rollout.
+  //    Telemetry every 2 s so the tour shows it arriving.
   const agent = await createAgent(loadConfig({
     env: process.env,
     flags: {
-      dataDir: agentDir, modelRepository: repository,
+      dataDir: agentDir,
       http: { host: process.env.OUTPOST_HTTP_HOST ?? '127.0.0.1', port: freePorts ? 0 : await freeOr(8500) },
       telemetry: { schedule: '*/2 * * * * *' }, log: quiet,
     },
   }));
   const agentUrl = await agent.start();
   const deviceId = loadCredentials(agentDir)!.credentials.deviceId;
-  console.log(`\nOutpost agent ${agentUrl}  device ${deviceId}, execution provider ${agent.models.list().find((v) => v.name === MODEL)?.provider ?? 'none'}`);
+  console.log(`\nOutpost agent ${agentUrl}  device ${deviceId}`);
+
+  // 5. The rollout: the same commands an operator types. A short probation so the tour does not wait 5 minutes.
+  console.log(`\n$ outpost rollouts create ${MODEL}@1 --devices ${deviceId} --probation 3s`);
+  const created = await cliJson(['rollouts', 'create', `${MODEL}@1`, '--devices', deviceId, '--probation', '3s']);
+  const rolloutId = (created as { id: string }).id;
+  console.log(`  rollout ${rolloutId}`);
+  console.log(`\n$ outpost rollouts watch ${rolloutId}`);
+  const watched = await cli(['rollouts', 'watch', rolloutId, '--timeout', '2m']);
+  if (watched !== 0) throw new Error(`the rollout did not complete (outpost rollouts watch exit ${watched}); see ${httpUrl}/api/v1/rollouts/${rolloutId}`);
+  console.log(`  execution provider ${agent.models.active(MODEL)?.provider ?? 'none'}, version ${agent.models.active(MODEL)?.version ?? '?'}`);
 
   // 5. A frame detected on the box, then the fleet's view of it.
   const frame = path.join(samples, 'shapes.jpg');

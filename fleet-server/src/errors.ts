@@ -15,6 +15,11 @@ export const FLEET_ERRORS = {
   FLEET_PAYLOAD_TOO_LARGE: { httpStatus: 413, retryable: false, description: 'The body or artifact is larger than the configured limit.' },
   FLEET_UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, retryable: false, description: 'The Content-Type is not one this route accepts.' },
   FLEET_RANGE_NOT_SATISFIABLE: { httpStatus: 416, retryable: false, description: 'The Range header asks for bytes outside the artifact.' },
+  FLEET_MODEL_NOT_FOUND: { httpStatus: 404, retryable: false, description: 'A deployment, rollout or rollback names a model version the registry does not have.' },
+  FLEET_ROLLOUT_NOT_FOUND: { httpStatus: 404, retryable: false, description: 'No rollout with that id.' },
+  FLEET_ROLLOUT_STATE: { httpStatus: 409, retryable: false, description: 'The rollout is in a state that does not allow this action (e.g. resume of a running rollout).' },
+  FLEET_ROLLOUT_CONFLICT: { httpStatus: 409, retryable: false, description: 'A target device is already in an unfinished rollout of the same model.' },
+  FLEET_COMMAND_NOT_FOUND: { httpStatus: 404, retryable: false, description: 'No command with that id for that device.' },
   FLEET_UNAVAILABLE: { httpStatus: 503, retryable: true, description: 'The server is starting or stopping, or its storage failed; retry later.' },
   FLEET_INTERNAL: { httpStatus: 500, retryable: false, description: 'An unexpected error; the server log has the details.' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -12,12 +12,18 @@ import { externalBroker } from './broker/external.js';
 import { connectFleetClient } from './broker/fleet-client.js';
 import { FLEET_USERNAME, type FleetBroker, type FleetClient } from './broker/types.js';
 import type { FleetConfig } from './config/schema.js';
+import { createCommands, type Commands } from './deploy/commands.js';
+import { createDeployer, type Deployer } from './deploy/deployer.js';
+import { createMaintenanceWindows, type MaintenanceWindows } from './deploy/maintenance.js';
+import { registerDeployRoutes } from './deploy/routes.js';
 import { brokerConnections } from './devices/connections.js';
 import { Enrollment } from './devices/enrollment.js';
 import { fail } from './errors.js';
 import { buildHttpServer } from './http/server.js';
 import { brokerMetricsOf, createFleetMetrics, type FleetMetrics } from './metrics/fleet-metrics.js';
 import { registerRegistryRoutes } from './registry/routes.js';
+import { createRolloutEngine, type RolloutEngine } from './rollouts/engine.js';
+import { registerRolloutRoutes } from './rollouts/routes.js';
 import { systemClock, type Clock } from './storage/clock.js';
 import { openFleetStore, type FleetStore } from './storage/fleet-store.js';
 import { batchedIngest } from './telemetry/batched-ingest.js';
@@ -52,6 +58,13 @@ export interface Fleet {
   readonly adminTokenCreated: boolean;
   /** The ingest entry point (embedded broker: its authorizePublish hook; external: the fleet's MQTT client); exposed for tests and tools. */
   readonly ingest: IngestHandler;
+  /** Desired state per device: signs, stores and publishes (retained) what each device should run. */
+  readonly deployer: Deployer;
+  /** The rollout engine (staged rollouts, halts and rollbacks). */
+  readonly rollouts: RolloutEngine;
+  /** Commands to devices over their cmd topic. */
+  readonly commands: Commands;
+  readonly maintenance: MaintenanceWindows;
   /** The broker, once started. */
   broker(): FleetBroker | undefined;
   /** Starts the broker, the fleet's MQTT client and HTTP, in that order; resolves with the URLs. */
@@ -85,7 +98,14 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
     metrics.setConnectedSource(() => broker?.connectedCount() ?? 0);
     const connections = brokerConnections(() => broker, store.devices, log);
     const enrollment = new Enrollment({ devices: store.devices, tokens: store.tokens, connections, config: config.enrollment, clock, metrics, log });
-    const ingest = createIngest({ devices: store.devices, ingest: store.ingest, metrics, clock, log });
+    // Safe updates (issue 5). The fleet's MQTT client exists only after start(): the publishers get a getter.
+    const maintenance = createMaintenanceWindows(store.db);
+    const deployer = createDeployer({
+      db: store.db, devices: store.devices, maintenance, signingKey: signingKey.privateKey, client: () => client, clock, metrics, log, config: config.deploy,
+    });
+    const commands = createCommands({ db: store.db, devices: store.devices, client: () => client, clock, metrics, log, defaultTimeoutMs: config.deploy.commandTimeoutMs });
+    const rollouts = createRolloutEngine({ db: store.db, devices: store.devices, deployer, clock, metrics, log, tickMs: config.rollouts.tickMs });
+    const ingest = createIngest({ devices: store.devices, ingest: store.ingest, metrics, clock, log, onStored: rollouts.onStored });
     // Embedded broker: messages arriving together share one fsync'd commit before their PUBACKs.
     const batched = batchedIngest(store.db, ingest);
     const retention = createRetention({ ingest: store.ingest, retentionDays: config.telemetry.retentionDays, clock, metrics, log });
@@ -103,15 +123,23 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
           db: store.db, dataDir: config.dataDir, maxArtifactBytes: config.registry.maxArtifactBytes, signingKey: signingKey.privateKey, log,
           requireOperator: auth.requireOperator, requirePrincipal: auth.requirePrincipal,
         }),
+        (api) => registerRolloutRoutes(api, { engine: rollouts, requireOperator: auth.requireOperator }),
+        (api) => registerDeployRoutes(api, {
+          db: store.db, devices: store.devices, deployer, commands, maintenance, clock, requireOperator: auth.requireOperator,
+          previousVersionOf: (id, model) => rollouts.previousVersionOf(id, model),
+        }),
       ],
     });
 
     let stopping: Promise<void> | undefined;
     const stop = async (): Promise<void> => {
+      rollouts.stop();
+      commands.stop();
       await retention.stop();
       await closeHttp(http, log);
       // Devices first, so no device message arrives while the parts below go away. (Durability does not depend
       // on this order: the embedded broker acks a device message only once it is stored, and the store closes last.)
+      await deployer.stop(); // publishes in flight get a short deadline before the client goes
       await broker?.closeDevices?.().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing device connections'));
       await client?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the fleet MQTT client'));
       await broker?.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'error closing the broker'));
@@ -121,7 +149,7 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
     };
 
     return {
-      config, store, metrics, http, signingKey, retention, ingest,
+      config, store, metrics, http, signingKey, retention, ingest, deployer, rollouts, commands, maintenance,
       adminTokenFile: admin.file,
       adminTokenCreated: admin.created,
       broker: () => broker,
@@ -160,6 +188,9 @@ export async function createFleet(config: FleetConfig, deps: FleetDeps = {}): Pr
           log.error({ err: (err as Error).message }, 'retention failed at start; the hourly job retries');
         }
         retention.start();
+        deployer.start({ republishAll: b.url === undefined });
+        commands.start();
+        rollouts.start();
         log.info({ httpUrl: urls.httpUrl, mqttUrl: urls.mqttUrl, adminTokenFile: admin.file }, 'fleet server started');
         return urls;
       },

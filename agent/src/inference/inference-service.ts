@@ -144,13 +144,19 @@ export class InferenceService {
     }
   }
 
-  /** Counts the request and its outcome, and times it, for metrics, the lifetime counters in SQLite and telemetry. */
+  /**
+   * Counts the request and its outcome, and times it, for metrics, the lifetime counters in SQLite and telemetry;
+   * holds the version in service (its in-flight count) until the request has finished.
+   */
   private async track<T>(served: ServedVersion, work: (observed: Observed) => Promise<T>): Promise<T> {
     const labels = { model: served.name, version: String(served.version) };
     const end = this.metrics.requestDuration.startTimer(labels);
     this.metrics.requests.inc(labels);
     const observed: Observed = {};
     let ok = false;
+    // Before any await: the caller resolved `served` in this same tick, so a retire() that takes the version out of
+    // service afterwards sees this request and waits for it; entered right before `try` so it is always left.
+    served.inFlight?.enter();
     try {
       const result = await work(observed);
       ok = true;
@@ -163,6 +169,7 @@ export class InferenceService {
       this.state.count(served.name, served.version, false);
       throw err;
     } finally {
+      served.inFlight?.leave();
       const seconds = end();
       if (this.observer) this.observe({ model: served.name, version: served.version, ok, latencyMs: seconds * 1000, ...observed });
     }

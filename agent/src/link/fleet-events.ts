@@ -28,8 +28,9 @@ export class FleetEvents {
     this.reportedDrops = safeStats(outbox)?.droppedTelemetry ?? 0;
   }
 
-  emit(event: EventBody): void {
-    this.outbox.enqueue({ kind: 'events', body: { ts: new Date().toISOString(), ...event } }).catch((err: unknown) => {
+  /** Queues an event; `onQueued` runs once the outbox holds it durably. */
+  emit(event: EventBody, onQueued?: () => void): void {
+    this.outbox.enqueue({ kind: 'events', body: { ts: new Date().toISOString(), ...event } }).then(() => onQueued?.()).catch((err: unknown) => {
       this.log.warn({ event: event.kind, err: (err as Error).message }, 'cannot queue an event for the fleet');
     });
   }

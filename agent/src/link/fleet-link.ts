@@ -9,7 +9,7 @@ import { Backoff, sleep } from './backoff.js';
 import type { Credentials } from './credentials.js';
 import { Drainer } from './drain.js';
 import { RecentIds } from './handlers/cmd.js';
-import { dispatch, type HandlerContext } from './handlers/index.js';
+import { dispatch, type CommandRunner, type HandlerContext } from './handlers/index.js';
 import { mqttClientOptions } from './client-options.js';
 import type { ConnectedInfo, DisconnectCause, DisconnectedInfo, LinkEvents, LinkState, LinkStatus, ReportedState } from './types.js';
 import { SilenceWatchdog } from './watchdog.js';
@@ -28,6 +28,8 @@ export interface FleetLinkOptions {
   onRejected?: (kind: string, reason: RejectReason) => void;
   /** Uniform [0, 1) for the backoff jitter. */
   random?: () => number;
+  /** Runs rollback / reload / diagnostics commands (the update machine). */
+  runCommand?: CommandRunner;
   /** Seam for tests; the real one is mqtt.connect. */
   connect?: (url: string, options: IClientOptions) => MqttClient;
 }
@@ -73,6 +75,7 @@ export class FleetLink extends EventEmitter<LinkEvents> {
         this.emit('desired', message);
       },
       recentCmds: new RecentIds(),
+      ...(options.runCommand ? { runCommand: options.runCommand } : {}),
     };
   }
 

@@ -59,6 +59,42 @@ const MIGRATIONS: readonly string[] = [
      data TEXT NOT NULL,
      PRIMARY KEY (model, version)
    );`,
+  // 3: the update machine (agent/src/update/). One `updates` row per accepted deployment of a model; its state
+  // is written before each side effect (download, install, load, pointer flip, rollback) so a restart resumes
+  // or rolls back. reported_state is the last state whose update.transition event the outbox accepted, so a
+  // crash between the two re-sends the event at boot. model_pointer is what serves: the active version, the
+  // previous one kept for rollback, and the highest deployment counter accepted (replay protection U3).
+  // desired_state keeps the latest desired message so a box that boots offline still reconciles.
+  `CREATE TABLE updates (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     model TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     deployment INTEGER NOT NULL,
+     rollout TEXT,
+     entry TEXT NOT NULL,
+     state TEXT NOT NULL,
+     reported_state TEXT,
+     previous_version INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     probation_boots INTEGER NOT NULL DEFAULT 0,
+     reason TEXT,
+     detail TEXT,
+     received_bytes INTEGER NOT NULL DEFAULT 0,
+     probation_started_at INTEGER,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX updates_by_model ON updates (model, id);
+   CREATE TABLE model_pointer (
+     model TEXT PRIMARY KEY,
+     active INTEGER,
+     previous INTEGER,
+     highest_deployment INTEGER NOT NULL DEFAULT 0,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE TABLE desired_state (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL, body TEXT NOT NULL);`,
 ];
 
 /** The agent database (WAL, synchronous=FULL on every open; see shared/src/sqlite.ts). */

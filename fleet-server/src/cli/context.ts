@@ -16,6 +16,8 @@ export interface CliIo {
   fetch?: typeof fetch;
   /** Wall clock in ms, for `--since 1h` and "5m ago" (default Date.now). */
   now?: () => number;
+  /** Waits between polls (`rollouts watch`, `devices cmd --wait`); a test pairs it with `now` as a fake clock. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 export const DEFAULT_FLEET_URL = 'http://127.0.0.1:8080';
@@ -39,7 +41,10 @@ export interface ActionContext {
   /** The command's own options (commander's camelCase keys). */
   opts: Record<string, unknown>;
   now(): number;
+  sleep(ms: number): Promise<void>;
 }
+
+const realSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Options of the command and its ancestors; the command's own win over the program's. */
 function mergedOptions(cmd: Command): Record<string, unknown> {
@@ -89,6 +94,7 @@ export function action(io: CliIo, handler: (ctx: ActionContext, args: string[]) 
       fetch: io.fetch ?? fetch,
     });
     const now = io.now ?? Date.now;
-    await handler({ api, out: new Output(io.stdout, io.stderr, options.json === true), io, opts: cmd.opts(), now }, args);
+    const sleep = io.sleep ?? realSleep;
+    await handler({ api, out: new Output(io.stdout, io.stderr, options.json === true), io, opts: cmd.opts(), now, sleep }, args);
   };
 }

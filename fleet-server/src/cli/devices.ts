@@ -31,7 +31,8 @@ function outboxCell(o: DeviceSummary['outbox']): string {
 
 const devicePath = (id: string) => `/api/v1/devices/${encodeURIComponent(id)}`;
 
-export function registerDeviceCommands(program: Command, io: CliIo): void {
+/** Adds `outpost devices …`; returns the group so other files can add commands to it (commands.ts). */
+export function registerDeviceCommands(program: Command, io: CliIo): Command {
   const devices = program.command('devices').description('enroll, list, inspect and revoke edge devices');
 
   addGlobalOptions(
@@ -100,4 +101,5 @@ export function registerDeviceCommands(program: Command, io: CliIo): void {
       out.result(revoked, () => `revoked ${revoked.id} at ${revoked.revokedAt}`);
     }),
   );
+  return devices;
 }

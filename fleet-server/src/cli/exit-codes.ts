@@ -4,7 +4,10 @@
  */
 export const EXIT = {
   OK: 0,
-  /** The server failed (5xx) or could not be reached. */
+  /**
+   * The server failed (5xx) or could not be reached; or the CLI stopped waiting without an outcome:
+   * `rollouts watch --timeout` passed, a device command timed out (`devices cmd --wait`).
+   */
   FAILURE: 1,
   /** Wrong command line: unknown command or option, missing or malformed argument, unreadable local file. */
   USAGE: 2,
@@ -12,7 +15,10 @@ export const EXIT = {
   AUTH: 3,
   /** 404: no such device, model or version. */
   NOT_FOUND: 4,
-  /** 409: already exists, in use, revoked. */
+  /**
+   * 409: already exists, in use, revoked, not allowed in the rollout's state. Also what a wait ends with when the
+   * outcome is a refusal: the watched rollout ended halted, rolled_back or aborted; the device command failed.
+   */
   CONFLICT: 5,
   /** 400/413/415/416: the server refused the input (invalid manifest, not ONNX, too large …). */
   INVALID: 6,

@@ -7,10 +7,12 @@ import { FLEET_VERSION } from '../version.js';
 import { addGlobalOptions, DEFAULT_FLEET_URL, LOCAL_TOKEN_FILE, type CliIo } from './context.js';
 
 export type { CliIo } from './context.js';
+import { registerCommandCommands } from './commands.js';
 import { registerDeviceCommands } from './devices.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { registerTelemetryCommands } from './metrics.js';
 import { registerModelCommands } from './models.js';
+import { registerRolloutCommands } from './rollouts.js';
 
 /** `outpost`, the operator CLI: argv → one REST call (or an upload) → text or --json on stdout → exit status. */
 
@@ -23,11 +25,13 @@ Every command takes --json: the server's JSON answer is printed unchanged.
 
 Exit status:
   0  success
-  1  server error (5xx) or the fleet server cannot be reached
+  1  server error (5xx) or the fleet server cannot be reached; a wait ended without an outcome
+     (rollouts watch --timeout, a device command that timed out)
   2  usage error: unknown command or option, malformed argument, unreadable local file
   3  authentication or authorization refused (401/403)
-  4  not found (404): no such device, model or version
-  5  conflict (409): version already exists, model in use, device revoked
+  4  not found (404): no such device, model, version, rollout or command
+  5  conflict (409): version already exists, model in use, device revoked, not allowed in the rollout's state;
+     a watched rollout ended halted, aborted or rolled_back; a device command failed
   6  input refused by the server (400/413/415/416): invalid manifest, not ONNX, too large
 
 Examples:
@@ -35,6 +39,10 @@ Examples:
   outpost devices ls
   outpost models push model.onnx --name detector --version 2 --manifest manifest.json
   outpost models rm detector@1
+  R=$(outpost rollouts create detector@2 --selector line=3 --stages 10,50,100 --max-failure 20% --probation 5m)
+  outpost rollouts watch $R --timeout 1h
+  outpost rollback --device line-3-cam detector
+  outpost devices cmd line-3-cam diagnostics --wait
   outpost metrics --device line-3-cam --model detector --since 6h
 Reference: docs/cli.md`;
 
@@ -42,7 +50,7 @@ Reference: docs/cli.md`;
 export function buildProgram(io: CliIo): Command {
   const program = new Command()
     .name('outpost')
-    .description('Outpost operator CLI: devices, models and telemetry of an Outpost fleet server.')
+    .description('Outpost operator CLI: devices, models, rollouts and telemetry of an Outpost fleet server.')
     .version(FLEET_VERSION, '-v, --version')
     // Program options only before the command, so `models push --version 2` is the model's version.
     .enablePositionalOptions()
@@ -55,8 +63,9 @@ export function buildProgram(io: CliIo): Command {
     })
     .addHelpText('after', HELP_FOOTER);
   addGlobalOptions(program);
-  registerDeviceCommands(program, io);
+  registerCommandCommands(registerDeviceCommands(program, io), io);
   registerModelCommands(program, io);
+  registerRolloutCommands(program, io);
   registerTelemetryCommands(program, io);
   return program;
 }

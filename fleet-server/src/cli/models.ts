@@ -8,6 +8,7 @@ import { usageError } from './exit-codes.js';
 import { multipartUpload } from './multipart-body.js';
 import { details, formatBytes, table } from './output.js';
 import { createProgress } from './progress.js';
+import { manifestWithGolden } from './push-golden.js';
 
 const versionPath = (name: string, version: number) => `/api/v1/models/${name}/versions/${version}`;
 
@@ -62,11 +63,13 @@ export function registerModelCommands(program: Command, io: CliIo): void {
       .argument('<file>', 'the ONNX model file')
       .option('--name <name>', 'model name (lower-case letters, digits, _ . -); default: the manifest\'s')
       .option('--version <version>', 'version, a positive integer; versions are immutable; default: the manifest\'s')
-      .option('--manifest <file>', 'manifest.json (DESIGN §3.2: task, inputs, preprocessing, labels …)'),
+      .option('--manifest <file>', 'manifest.json (DESIGN §3.2: task, inputs, preprocessing, labels …)')
+      .option('--golden', "compute the golden input and the model's answer here and push them in the manifest (default: when the manifest has no golden)")
+      .option('--no-golden', 'push the manifest as it is, without computing a golden'),
   ).action(
     action(io, async ({ api, out, opts }, [file]) => {
-      const manifest = typeof opts.manifest === 'string' ? readLocal(opts.manifest, 'manifest') : undefined;
-      const { name, version } = target(opts, manifest);
+      const manifestText = typeof opts.manifest === 'string' ? readLocal(opts.manifest, 'manifest') : undefined;
+      const { name, version } = target(opts, manifestText);
       let size: number;
       try {
         const st = statSync(file!);
@@ -75,6 +78,8 @@ export function registerModelCommands(program: Command, io: CliIo): void {
       } catch (err) {
         throw usageError(`cannot read model file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
+      const golden = typeof opts.golden === 'boolean' ? opts.golden : undefined;
+      const { manifest, note } = await manifestWithGolden({ file: file!, manifestText, name, version, golden });
       const progress = createProgress(io.stderr, { label: `${name}@${version}`, total: size, ...(io.now ? { now: io.now } : {}) });
       const upload = await multipartUpload({ file: file!, fileName: path.basename(file!), ...(manifest !== undefined ? { manifest } : {}), onBytes: (n) => progress.update(n) });
       let pushed: ModelVersionView;
@@ -85,6 +90,7 @@ export function registerModelCommands(program: Command, io: CliIo): void {
         throw err;
       }
       progress.finish();
+      if (note !== null && !out.json) out.note(note);
       out.result(pushed, () => `pushed ${pushed.name}@${pushed.version}\n${renderVersion(pushed)}`);
     }),
   );

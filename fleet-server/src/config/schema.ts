@@ -84,6 +84,27 @@ export const FleetConfigSchema = z.strictObject({
       maxArtifactBytes: int(1024).default(2 * 1024 * 1024 * 1024),
     })
     .prefault({}),
+  deploy: z
+    .strictObject({
+      /** Lifetime of a signed desired-state entry, in hours (default 7 days); a device installs nothing from an expired one. */
+      signatureTtlHours: int(1, 24 * 365).default(168),
+      /** How often entries within half their lifetime of expiry are re-signed, in minutes. */
+      refreshMinutes: int(1, 24 * 60).default(60),
+      /** Default time a device has to answer a command before it is marked timed_out, in ms. */
+      commandTimeoutMs: int(1, 3_600_000).default(60_000),
+    })
+    // A refresh must come round before the entries it should have re-signed expire.
+    .refine((d) => d.refreshMinutes * 60 < (d.signatureTtlHours * 3600) / 2, {
+      message: 'refreshMinutes must be shorter than half of signatureTtlHours',
+      path: ['refreshMinutes'],
+    })
+    .prefault({}),
+  rollouts: z
+    .strictObject({
+      /** How often running and scheduled rollouts are re-evaluated, in ms (also right after each device transition). */
+      tickMs: int(10, 600_000).default(1000),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -17,6 +17,7 @@ export function createFleetMetrics() {
   // Same as the agent: these gauges' _total names fail `promtool check metrics`; nodejs_active_* keep the counts.
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   let connectedSource: () => number = () => 0;
+  let rolloutSource: () => Record<string, number> = () => ({});
   return {
     registry,
     ingested: new Counter({ name: 'outpost_fleet_ingest_messages_total', help: 'Agent messages accepted and stored, by topic kind (duplicates not included).', labelNames: ['kind'], registers: [registry] }),
@@ -37,8 +38,26 @@ export function createFleetMetrics() {
     enrollments: new Counter({ name: 'outpost_fleet_enrollments_total', help: 'Successful device enrollments, by whether the device was new or re-enrolled.', labelNames: ['kind'], registers: [registry] }),
     httpRefusals: new Counter({ name: 'outpost_fleet_http_refused_requests_total', help: 'REST requests refused with a 4xx/5xx error, by error code.', labelNames: ['code'], registers: [registry] }),
     retentionDeleted: new Counter({ name: 'outpost_fleet_retention_deleted_rows_total', help: 'Rows deleted by the retention job, by table.', labelNames: ['table'], registers: [registry] }),
+    desiredPublished: new Counter({ name: 'outpost_fleet_desired_published_total', help: 'Desired-state messages published to devices (retained), by outcome (ok, failed: retried).', labelNames: ['outcome'], registers: [registry] }),
+    deployments: new Counter({ name: 'outpost_fleet_deployments_total', help: 'Desired entries signed for a device, by cause (set: a new target, refresh: re-signed before expiry).', labelNames: ['cause'], registers: [registry] }),
+    commandsSent: new Counter({ name: 'outpost_fleet_commands_sent_total', help: 'Commands published to devices, by kind.', labelNames: ['kind'], registers: [registry] }),
+    rollouts: new Gauge({
+      name: 'outpost_fleet_rollouts',
+      help: 'Rollouts by state.',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [state, n] of Object.entries(rolloutSource())) this.set({ state }, n);
+      },
+    }),
+    rolloutDeviceTransitions: new Counter({ name: 'outpost_fleet_rollout_device_transitions_total', help: 'Device state changes recorded by the rollout engine, by new state.', labelNames: ['state'], registers: [registry] }),
     setConnectedSource(source: () => number) {
       connectedSource = source;
+    },
+    /** Where the outpost_fleet_rollouts gauge reads its counts when scraped (the rollout engine). */
+    setRolloutSource(source: () => Record<string, number>) {
+      rolloutSource = source;
     },
   };
 }

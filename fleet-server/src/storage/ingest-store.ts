@@ -48,6 +48,11 @@ export class SqliteIngestStore implements IngestStore {
     const insertSystem = db.prepare('INSERT INTO system_points (device_id, seq, window_end, data) VALUES (?, ?, ?, ?)');
     const insertEvent = db.prepare('INSERT INTO events (device_id, seq, ts, kind, severity, message, data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     const insertResult = db.prepare('INSERT INTO cmd_results (device_id, seq, id, ok, body, received_at) VALUES (?, ?, ?, ?, ?, ?)');
+    // The command the result answers (deploy/commands.ts), if the fleet still waits for it: a result after the
+    // command timed out is kept in cmd_results but does not change the command's outcome.
+    const finishCommand = db.prepare(
+      "UPDATE commands SET state = ?, result = ?, finished_at = ? WHERE id = ? AND device_id = ? AND state = 'sent'",
+    );
     const setState = db.prepare('UPDATE devices SET state_seq = ?, online = ?, reported = COALESCE(?, reported) WHERE id = ?');
     this.offline = db.prepare('UPDATE devices SET online = 0 WHERE id = ?');
 
@@ -72,6 +77,7 @@ export class SqliteIngestStore implements IngestStore {
           break;
         case 'cmd/result':
           insertResult.run(deviceId, seq, rows.result.id, rows.result.ok ? 1 : 0, JSON.stringify(rows.result.body), receivedAt);
+          finishCommand.run(rows.result.ok ? 'ok' : 'failed', JSON.stringify(rows.result.body), receivedAt, rows.result.id, deviceId);
           break;
         case 'state':
           // INVARIANT: online/reported always come from the highest-seq state stored; an older one arriving

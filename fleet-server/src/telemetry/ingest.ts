@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { decodeMessage } from '../../../shared/src/mqtt/messages.js';
+import { decodeMessage, type MessageOf } from '../../../shared/src/mqtt/messages.js';
 import { parseTopic, TOPIC_KINDS, type AgentTopicKind } from '../../../shared/src/mqtt/topics.js';
 import type { FleetMetrics, IngestRejectReason } from '../metrics/fleet-metrics.js';
 import { isoAt, type Clock } from '../storage/clock.js';
@@ -13,6 +13,12 @@ export interface IngestDeps {
   metrics: FleetMetrics;
   clock: Clock;
   log: Logger;
+  /**
+   * Called synchronously after a message was stored (not for duplicates), e.g. the rollout engine watching
+   * update.transition events. With the embedded broker it runs inside the batch transaction, so what it writes
+   * commits together with the message. Errors it throws are logged and never affect the ingest.
+   */
+  onStored?<K extends AgentTopicKind>(kind: K, deviceId: string, message: MessageOf<K>): void;
 }
 
 /**
@@ -66,6 +72,13 @@ export function createIngest(deps: IngestDeps): IngestHandler {
         return 'duplicate';
       }
       metrics.ingested.inc({ kind });
+      if (outcome === 'stored' && deps.onStored) {
+        try {
+          deps.onStored(parsed.kind as AgentTopicKind, deviceId, decoded.message);
+        } catch (err) {
+          limited('error', `${kind}:observer`, { kind, deviceId, err: (err as Error).message }, 'a stored-message observer failed');
+        }
+      }
       if (outcome === 'stored') {
         const sentMs = Date.parse((decoded.message as { ts: string }).ts);
         // A device clock ahead of ours would give a negative delay; count it as immediate.

@@ -34,9 +34,10 @@ export function registerKServeRoutes(app: FastifyInstance, ctx: HttpContext): vo
     const { name, version } = req.params;
     const versions = models.versionsOf(name);
     if (!versions) throw fail('AGENT_MODEL_NOT_FOUND', `unknown model '${name}'`);
-    const v = version === undefined ? (versions.filter((x) => x.state === 'ready').pop() ?? versions[versions.length - 1]!) : versions.find((x) => String(x.version) === version);
+    // Unversioned: the version an unversioned infer would get (the active one), not merely the highest.
+    const v = version === undefined ? models.target(name) : versions.find((x) => String(x.version) === version);
     if (!v) throw fail('AGENT_VERSION_NOT_FOUND', `model '${name}' has no served version ${version}`);
-    const isReady = v.state === 'ready';
+    const isReady = v.state === 'ready' && (version !== undefined || !v.staged);
     return reply.code(isReady ? 200 : 503).send({ name, version: String(v.version), ready: isReady, state: v.state, ...(v.error ? { error: v.error } : {}) });
   };
   app.get('/v2/models/:name/ready', ready);

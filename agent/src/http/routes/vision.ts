@@ -12,7 +12,9 @@ const IMAGE_TYPES = new Set(['image/jpeg', 'image/jpg', 'image/png', 'image/webp
 export function registerVisionRoutes(app: FastifyInstance, ctx: HttpContext): void {
   const detect = async (req: FastifyRequest<{ Params: Params; Querystring: Query }>, reply: FastifyReply) => {
     if (!ctx.accepting()) throw fail('AGENT_SHUTTING_DOWN', 'agent is stopping');
-    const served = ctx.models.resolve(req.params.name, req.params.version);
+    // Resolved first so an unknown model is a 404 whatever the body, and again after the body has arrived: the
+    // version that runs is picked in the same tick the inference starts, so a hot swap cannot retire it in between.
+    ctx.models.resolve(req.params.name, req.params.version);
     const q = req.query;
     const options = {
       // A floor on confidence: at 0 every anchor becomes an NMS candidate, which a client could use to burn CPU.
@@ -21,14 +23,16 @@ export function registerVisionRoutes(app: FastifyInstance, ctx: HttpContext): vo
       maxDetections: integer(q.max_detections, 'max_detections', 1, 1000),
     };
     const image = await imageBody(req);
+    const served = ctx.models.resolve(req.params.name, req.params.version);
     const r = await ctx.inference.detect(served, image, options);
     return reply.send({ model: served.name, version: String(served.version), width: r.width, height: r.height, detections: r.detections, timing: r.timing });
   };
   const classify = async (req: FastifyRequest<{ Params: Params; Querystring: Query }>, reply: FastifyReply) => {
     if (!ctx.accepting()) throw fail('AGENT_SHUTTING_DOWN', 'agent is stopping');
-    const served = ctx.models.resolve(req.params.name, req.params.version);
+    ctx.models.resolve(req.params.name, req.params.version); // as in detect: 404 first, the serving version after the body
     const k = integer(req.query.top_k, 'top_k', 1, 1000);
     const image = await imageBody(req);
+    const served = ctx.models.resolve(req.params.name, req.params.version);
     const r = await ctx.inference.classify(served, image, k);
     return reply.send({ model: served.name, version: String(served.version), classes: r.classes, timing: r.timing });
   };

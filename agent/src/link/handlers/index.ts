@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { decodeMessage, type DesiredMessage, type MessageOf, type RejectReason } from '../../../../shared/src/mqtt/messages.js';
+import { decodeMessage, type CmdMessage, type DesiredMessage, type MessageOf, type RejectReason } from '../../../../shared/src/mqtt/messages.js';
 import { parseTopic, type FleetTopicKind } from '../../../../shared/src/mqtt/topics.js';
 import type { OutboxMessage } from '../../outbox/types.js';
 import { handleCmd, RecentIds } from './cmd.js';
@@ -17,7 +17,12 @@ export interface HandlerContext {
   onDesired(message: DesiredMessage): void;
   /** Command ids already answered (QoS 1 may deliver a command twice). */
   recentCmds: RecentIds;
+  /** Runs rollback, reload and diagnostics (the update machine); absent: those kinds are unsupported. */
+  runCommand?: CommandRunner;
 }
+
+export type CommandOutcome = { ok: true; result: Record<string, unknown> } | { ok: false; code: string; message: string };
+export type CommandRunner = (message: CmdMessage) => Promise<CommandOutcome>;
 
 type Handler<K extends FleetTopicKind> = (ctx: HandlerContext, message: MessageOf<K>) => void;
 

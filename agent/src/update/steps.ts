@@ -1,0 +1,154 @@
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { DesiredMessage } from '../../../shared/src/mqtt/messages.js';
+import { GoldenSchema } from '../../../shared/src/manifest.js';
+import type { AgentConfig } from '../config/schema.js';
+import type { ModelManager } from '../inference/model-manager.js';
+import type { Credentials } from '../link/credentials.js';
+import { checkDiskBudget, DiskBudgetError } from './disk.js';
+import { downloadArtifact, DownloadError } from './download.js';
+import { installedVersion, installVersion } from './install.js';
+import type { UpdateReason } from './states.js';
+import type { UpdateRow, UpdateStore } from './update-store.js';
+import { safeVersionDir, verifyArtifact, VerifyError } from './verify.js';
+import { inWindow, nextWindowStart } from './window.js';
+
+/** A step failed: the reason code the deployment ends with, and the detail for the event and /status. */
+export class StepError extends Error {
+  override readonly name = 'StepError';
+  constructor(readonly reason: UpdateReason, message: string) {
+    super(message);
+  }
+}
+
+export interface StepDeps {
+  config: AgentConfig;
+  store: UpdateStore;
+  models: ModelManager;
+  credentials: Pick<Credentials, 'deviceId' | 'secret' | 'fleetUrl'> | undefined;
+  log: Logger;
+  /** Test-only fault hook (OUTPOST_TEST_FAULT, see updater.ts): called with the step about to run. */
+  fault?: (step: string, row: UpdateRow) => void;
+}
+
+export function stagingDir(config: AgentConfig): string {
+  return path.join(config.dataDir, 'staging');
+}
+
+export function partFile(config: AgentConfig, row: Pick<UpdateRow, 'model' | 'version' | 'sha256'>): string {
+  return path.join(stagingDir(config), `${row.model}-${row.version}-${row.sha256.slice(0, 12)}.part`);
+}
+
+/**
+ * downloading: the artifact into the staging directory, unless the repository already holds this exact version
+ * (a rollback to a version kept on disk, or a resume after the install). Disk budget first, then a resumable,
+ * bounded download (download.ts). Returns true when the download was skipped.
+ */
+export async function download(deps: StepDeps, row: UpdateRow, signal: AbortSignal, onProgress: (received: number) => void): Promise<void> {
+  const { config, credentials } = deps;
+  const versionDir = safeVersionDir(config.modelRepository, row.model, row.version);
+  if (installedVersion(versionDir, row.version) && (await isIntact(path.join(versionDir, 'model.onnx'), row))) return;
+  if (!credentials) throw new StepError('download_failed', 'not enrolled: no fleet to download from');
+  const part = partFile(config, row);
+  mkdirSync(path.dirname(part), { recursive: true });
+  try {
+    checkDiskBudget({
+      repositoryDir: config.modelRepository, stagingDir: stagingDir(config), needBytes: row.size,
+      budgetBytes: config.update.diskBudgetBytes, minFreeBytes: config.update.minFreeBytes,
+    });
+  } catch (err) {
+    if (err instanceof DiskBudgetError) throw new StepError(err.code, err.message);
+    throw err;
+  }
+  try {
+    await downloadArtifact({
+      url: new URL(row.entry.url, credentials.fleetUrl).toString(),
+      file: part, size: row.size, sha256: row.sha256,
+      auth: { username: credentials.deviceId, password: credentials.secret },
+      signal, onProgress: (received) => onProgress(received),
+      attempts: config.update.downloadAttempts, backoffMinMs: config.update.backoffMinMs, backoffMaxMs: config.update.backoffMaxMs,
+      stallTimeoutMs: config.update.stallTimeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof DownloadError && err.code !== 'aborted') {
+      // A file longer than declared is an attack or a broken server: nothing of it is kept (U5).
+      if (err.code === 'too_long') rmSync(part, { force: true });
+      throw new StepError(err.code === 'too_long' ? 'too_long' : err.code === 'disk_full' ? 'disk_full' : 'download_failed', err.message);
+    }
+    throw err;
+  }
+}
+
+/**
+ * verifying: size and sha256 of the downloaded file (the signature over them was checked when the deployment
+ * was accepted), then the atomic install into the repository. A file that fails is deleted, never installed.
+ */
+export async function verifyAndInstall(deps: StepDeps, row: UpdateRow): Promise<void> {
+  const { config } = deps;
+  const versionDir = safeVersionDir(config.modelRepository, row.model, row.version);
+  const installed = installedVersion(versionDir, row.version);
+  if (installed && (await isIntact(installed.modelPath, row))) return;
+  const part = partFile(config, row);
+  if (!existsSync(part)) throw new StepError('install_failed', 'the downloaded file is gone; the next deployment downloads it again');
+  try {
+    await verifyArtifact(part, { size: row.size, sha256: row.sha256 });
+  } catch (err) {
+    rmSync(part, { force: true });
+    if (err instanceof VerifyError) throw new StepError(err.code, err.message);
+    throw err;
+  }
+  try {
+    installVersion(part, versionDir, row.entry);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StepError(code === 'ENOSPC' || code === 'EDQUOT' ? 'disk_full' : 'install_failed', `cannot install ${row.model}@${row.version}: ${(err as Error).message}`);
+  }
+}
+
+/** staging: load, warm up and run the golden input; the active version keeps serving throughout. */
+export async function stage(deps: StepDeps, row: UpdateRow): Promise<void> {
+  const { config, models } = deps;
+  const versionDir = safeVersionDir(config.modelRepository, row.model, row.version);
+  const dir = installedVersion(versionDir, row.version);
+  if (!dir) throw new StepError('install_failed', `${versionDir} has no model.onnx`);
+  if (models.versionsOf(row.model)?.some((v) => v.version === row.version && v.state === 'ready')) return; // staged before a pointer flip that did not happen
+  const parsedGolden = row.entry.manifest?.golden === undefined ? undefined : GoldenSchema.safeParse(row.entry.manifest.golden);
+  if (parsedGolden && !parsedGolden.success) throw new StepError('golden_mismatch', `the manifest's golden section is invalid: ${parsedGolden.error.issues[0]?.message ?? ''}`);
+  try {
+    await models.stage(row.model, dir, parsedGolden ? { golden: parsedGolden.data } : {});
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    throw new StepError(code === 'golden_mismatch' ? 'golden_mismatch' : 'load_failed', (err as Error).message);
+  }
+}
+
+/** Resolves when activation is allowed by the maintenance window (now, or at the window's next start). */
+export function waitForWindow(window: DesiredMessage['maintenanceWindow'], signal: AbortSignal, onWaiting: (next: Date | null) => void): Promise<void> {
+  if (inWindow(window, new Date())) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      if (signal.aborted) return reject(signal.reason as Error);
+      if (inWindow(window, new Date())) return resolve();
+      const next = nextWindowStart(window, new Date());
+      onWaiting(next);
+      // Re-checked at least once a minute: a clock step or a changed window must not strand the update.
+      const wait = next === null ? 60_000 : Math.min(60_000, Math.max(50, next.getTime() - Date.now() + 5));
+      const timer = setTimeout(check, wait);
+      signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(signal.reason as Error);
+      }, { once: true });
+    };
+    check();
+  });
+}
+
+async function isIntact(file: string, row: Pick<UpdateRow, 'size' | 'sha256'>): Promise<boolean> {
+  try {
+    await verifyArtifact(file, { size: row.size, sha256: row.sha256 });
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,488 @@
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { CmdMessage, DesiredMessage, DesiredModel } from '../../../shared/src/mqtt/messages.js';
+import type { AgentConfig } from '../config/schema.js';
+import type { ModelManager } from '../inference/model-manager.js';
+import type { Credentials } from '../link/credentials.js';
+import type { FleetEvents } from '../link/fleet-events.js';
+import type { CommandOutcome } from '../link/handlers/index.js';
+import type { Db } from '../storage/database.js';
+import type { RequestObservation } from '../telemetry/types.js';
+import { collectGarbage, installedVersion } from './install.js';
+import { ProbationMonitor, type ProbationPolicy } from './probation.js';
+import { SERVING_NEW, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
+import { download, partFile, stage, StepError, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
+import { UpdateStore, type UpdateRow } from './update-store.js';
+import { checkDeployment, safeVersionDir } from './verify.js';
+import { runCommand } from './commands.js';
+
+export interface UpdaterDeps {
+  config: AgentConfig;
+  db: Db;
+  models: ModelManager;
+  events: FleetEvents;
+  log: Logger;
+  credentials: Credentials | undefined;
+}
+
+/** How often a version on probation is judged (its commit time, error rate and p95), ms. */
+const JUDGE_INTERVAL_MS = 200;
+
+/**
+ * The update machine's runner (DESIGN §3.4, STYLE "reconcile"): the fleet's desired state is compared with what
+ * serves; each difference becomes a deployment (update-store.ts) that one runner at a time drives through
+ * states.ts — download, verify, install, stage, wait for the maintenance window, flip the pointer, probation,
+ * commit or roll back. Every state is written before its step runs, so boot() resumes or rolls back whatever a
+ * crash interrupted, and every transition goes to the fleet as an update.transition event through the outbox.
+ */
+export class Updater {
+  readonly store: UpdateStore;
+  readonly monitor = new ProbationMonitor();
+  private desired: DesiredMessage | undefined;
+  private loop: Promise<void> | undefined;
+  private again = false;
+  private current: { id: number; model: string; abort: AbortController } | undefined;
+  private judgeTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Set by boot(): before it, models are still loading and a desired state is only kept. */
+  private booted = false;
+  /** Entries refused before they were accepted (bad signature, expired …), so each is reported once. */
+  private readonly refused = new Set<string>();
+  private readonly progress = new Map<number, { received: number; waitingFor: string | null }>();
+  private readonly steps: StepDeps;
+
+  constructor(private readonly deps: UpdaterDeps) {
+    this.store = new UpdateStore(deps.db);
+    this.steps = { config: deps.config, store: this.store, models: deps.models, credentials: deps.credentials, log: deps.log, fault: testFaultHook() };
+  }
+
+  /**
+   * Before the repository loads (synchronous): settles what a crash left half-done where no model is needed to
+   * do it — a second boot on probation rolls back (crash loop), an interrupted rollback completes — so the
+   * selection below already names the version that must serve.
+   */
+  prepareBoot(): void {
+    for (const row of this.store.unfinished()) {
+      if (row.state === 'probation') {
+        const boots = this.store.countProbationBoot(row.id);
+        if (boots >= 2) {
+          this.deps.log.warn({ model: row.model, version: row.version, boots }, 'agent restarted twice during probation: rolling back at boot');
+          this.finishRollbackOffline(this.store.transition(row.id, 'rolling_back', { reason: 'crash_loop', detail: `the agent restarted ${boots} times while ${row.model}@${row.version} was on probation` }));
+        }
+      } else if (row.state === 'rolling_back') {
+        this.finishRollbackOffline(row);
+      }
+    }
+  }
+
+  /** The versions ModelManager loads for a fleet-managed model at boot: the active one, and the previous while on probation. */
+  selection(model: string): { active: number; keep: number[] } | undefined {
+    const pointer = this.store.pointer(model);
+    if (!pointer || pointer.active === null) return undefined;
+    if (!installedVersion(safeVersionDir(this.deps.config.modelRepository, model, pointer.active), pointer.active)) return undefined;
+    const latest = this.store.latest(model);
+    const keep = latest?.state === 'probation' && pointer.previous !== null ? [pointer.previous] : [];
+    return { active: pointer.active, keep };
+  }
+
+  /** After the repository loaded: re-sends lost transition events, resumes probation and the runner, reconciles the saved desired state. */
+  boot(): void {
+    for (const row of this.store.unreported()) this.report(row, row.reportedState ?? 'idle');
+    for (const row of this.store.unfinished()) {
+      if (row.state === 'probation') this.startProbation(row);
+    }
+    this.desired ??= this.store.loadDesired();
+    this.booted = true;
+    this.reconcile();
+  }
+
+  /** A newer desired state from the fleet (the link dedups by revision). */
+  onDesired(message: DesiredMessage): void {
+    this.store.saveDesired(message);
+    this.desired = message;
+    this.reconcile();
+  }
+
+  /** Telemetry observer: feeds probation. */
+  observe(r: RequestObservation & { code?: string }): void {
+    this.monitor.observe(r);
+  }
+
+  /** Compares desired with what serves and queues what differs. Never throws. */
+  reconcile(): void {
+    if (this.stopped || !this.booted || !this.desired) return;
+    for (const entry of this.desired.models) {
+      try {
+        this.reconcileOne(entry);
+      } catch (err) {
+        this.deps.log.error({ model: entry.name, err: (err as Error).message }, 'reconcile failed for a model');
+      }
+    }
+    this.kick();
+  }
+
+  private reconcileOne(entry: DesiredModel): void {
+    const { log } = this.deps;
+    const pointer = this.store.pointer(entry.name);
+    const latest = this.store.latest(entry.name);
+    if (latest?.deployment === entry.deployment) return; // this deployment is known (running or done)
+    if (pointer && entry.deployment < pointer.highestDeployment) {
+      this.refuse(entry, 'replay', `deployment ${entry.deployment} is older than ${pointer.highestDeployment}, the newest accepted for ${entry.name}: a replayed manifest`);
+      return;
+    }
+    const check = checkDeployment(entry, { deviceId: this.deps.credentials?.deviceId ?? '', fleetPublicKeyPem: this.deps.credentials?.fleetPublicKey ?? '', now: new Date() });
+    if (!check.ok) {
+      this.refuse(entry, check.code, check.message);
+      return;
+    }
+    const active = this.deps.models.active(entry.name);
+    const unfinished = latest && !TERMINAL.has(latest.state) ? latest : undefined;
+    if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === unfinished.previousVersion) {
+      // The fleet wants the version this box just left (a rollout rolling back): the quick way back.
+      this.store.raiseHighest(entry.name, entry.deployment);
+      void this.rollback(unfinished, 'operator', `the fleet asked for version ${entry.version} again`);
+      return;
+    }
+    if (unfinished) this.supersede(unfinished);
+    if (active?.version === entry.version && active.sha256 === entry.sha256) {
+      // Already serving it (a re-signed entry, or the fleet re-pinned the running version): nothing to run. A
+      // rollout still hears that this device is done with it.
+      this.store.raiseHighest(entry.name, entry.deployment);
+      if (entry.rollout !== null) {
+        this.deps.events.emit({
+          kind: 'update.transition', severity: 'info', message: `${entry.name}@${entry.version} already serving`,
+          data: { model: entry.name, version: entry.version, previousVersion: entry.version, from: 'committed', to: 'committed', deployment: entry.deployment, rollout: entry.rollout, reason: null, detail: 'already serving this version' },
+        });
+      }
+      return;
+    }
+    const row = this.store.accept(entry, active?.version ?? null);
+    if (!row) return;
+    log.info({ model: entry.name, version: entry.version, deployment: entry.deployment, rollout: entry.rollout }, 'deployment accepted');
+  }
+
+  /** A newer deployment replaces one in progress: before activation it is abandoned, after it is rolled back. */
+  private supersede(row: UpdateRow): void {
+    if (this.current?.id === row.id) this.current.abort.abort(new StepError('superseded', 'a newer deployment replaced this one'));
+    else if (SERVING_NEW.has(row.state)) void this.rollback(row, 'superseded', 'a newer deployment replaced this one');
+    else if (!TERMINAL.has(row.state) && row.state !== 'rolling_back') this.move(row, 'failed', { reason: 'superseded', detail: 'a newer deployment replaced this one' });
+  }
+
+  private refuse(entry: DesiredModel, reason: string, detail: string): void {
+    const key = `${entry.name}#${entry.deployment}#${reason}`;
+    if (this.refused.has(key)) return;
+    this.refused.add(key);
+    this.deps.log.warn({ model: entry.name, version: entry.version, deployment: entry.deployment, reason, detail }, 'deployment refused');
+    // Not persisted: an entry that failed its checks must not move the replay counter (a forged 2^53 would brick updates).
+    this.deps.events.emit({
+      kind: 'update.transition', severity: 'error', message: `${entry.name}@${entry.version} refused: ${detail}`.slice(0, 2000),
+      data: { model: entry.name, version: entry.version, previousVersion: this.deps.models.active(entry.name)?.version ?? null, from: 'idle', to: 'failed', deployment: entry.deployment, rollout: entry.rollout, reason, detail: detail.slice(0, 2000) },
+    });
+  }
+
+  /** Starts the runner unless it runs; it takes unfinished deployments oldest first, one at a time. */
+  private kick(): void {
+    if (this.stopped) return;
+    if (this.loop) {
+      this.again = true;
+      return;
+    }
+    this.loop = this.runLoop().finally(() => {
+      this.loop = undefined;
+      if (this.again && !this.stopped) {
+        this.again = false;
+        this.kick();
+      }
+    });
+  }
+
+  private async runLoop(): Promise<void> {
+    for (;;) {
+      this.again = false;
+      const row = this.store.unfinished().find((r) => !SERVING_NEW.has(r.state) && r.state !== 'rolling_back');
+      if (!row || this.stopped) return;
+      await this.runOne(row);
+    }
+  }
+
+  private async runOne(start: UpdateRow): Promise<void> {
+    const { config, log } = this.deps;
+    const abort = new AbortController();
+    this.current = { id: start.id, model: start.model, abort };
+    let row = start;
+    try {
+      if (this.store.countAttempt(row.id) > config.update.maxAttempts) {
+        throw new StepError('loop_guard', `started ${config.update.maxAttempts} times without finishing; giving up on this deployment`);
+      }
+      if (row.state === 'idle') row = this.move(row, 'downloading');
+      if (row.state === 'downloading') {
+        this.steps.fault?.('downloading', row);
+        await download(this.steps, row, abort.signal, (received) => this.setProgress(row.id, received));
+        row = this.move(row, 'verifying');
+      }
+      if (row.state === 'verifying') {
+        this.steps.fault?.('verifying', row);
+        await verifyAndInstall(this.steps, row);
+        row = this.move(row, 'staging');
+      }
+      if (row.state === 'staging') {
+        this.steps.fault?.('staging', row);
+        await stage(this.steps, row);
+        await waitForWindow(this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
+          const waiting = `waiting for the maintenance window${next ? ` (next ${next.toISOString()})` : ''}`;
+          this.progress.set(row.id, { received: row.size, waitingFor: waiting });
+        });
+        row = this.move(row, 'activating');
+      }
+      if (row.state === 'activating') this.activate(row);
+    } catch (err) {
+      // An abort carries its own reason (superseded); a stop does not, and leaves the state for boot to resume.
+      const reason: unknown = abort.signal.aborted ? abort.signal.reason : undefined;
+      await this.failed(row, reason instanceof StepError ? reason : err);
+    } finally {
+      this.current = undefined;
+      this.progress.delete(start.id);
+    }
+  }
+
+  /** activating → probation: the pointer flips in memory, then the new pointer and state are written together. */
+  private activate(row: UpdateRow): void {
+    const previous = this.deps.models.active(row.model)?.version ?? null;
+    const prev = previous === row.version ? row.previousVersion : previous;
+    this.steps.fault?.('activating', row);
+    this.deps.models.activate(row.model, row.version);
+    const moved = this.move(row, 'probation', { pointer: { active: row.version, previous: prev } });
+    this.deps.log.info({ model: row.model, version: row.version, previous: prev }, 'new version active; probation started');
+    this.startProbation(moved);
+  }
+
+  private startProbation(row: UpdateRow): void {
+    const policy = this.policy();
+    this.monitor.start(row.model, row.version, row.previousVersion, policy);
+    this.judgeTimer ??= setInterval(() => this.judge(), JUDGE_INTERVAL_MS);
+    this.judgeTimer.unref();
+  }
+
+  private policy(): ProbationPolicy {
+    const u = this.deps.config.update;
+    const t = this.desired?.thresholds ?? {};
+    return {
+      probationSeconds: t.probationSeconds ?? u.probationSeconds, probationRequests: t.probationRequests ?? u.probationRequests,
+      maxErrorRate: t.maxErrorRate ?? u.maxErrorRate, maxLatencyFactor: t.maxLatencyFactor ?? u.maxLatencyFactor, minRequests: t.minRequests ?? u.minRequests,
+    };
+  }
+
+  private judge(): void {
+    const onProbation = this.store.unfinished().filter((r) => r.state === 'probation');
+    if (onProbation.length === 0 && this.judgeTimer) {
+      clearInterval(this.judgeTimer);
+      this.judgeTimer = undefined;
+      return;
+    }
+    for (const row of onProbation) {
+      const served = this.deps.models.versionsOf(row.model)?.find((v) => v.version === row.version);
+      if (served?.state === 'failed') {
+        void this.rollback(row, 'model_failed', served.error ?? 'the new version stopped serving');
+        continue;
+      }
+      const verdict = this.monitor.judge(row.model);
+      if (verdict.verdict === 'rollback') void this.rollback(row, verdict.reason, verdict.detail);
+      else if (verdict.verdict === 'commit') void this.commit(row, `${verdict.requests} requests, ${verdict.failures} failed${verdict.p95Ms === null ? '' : `, p95 ${verdict.p95Ms.toFixed(1)} ms`}`);
+    }
+  }
+
+  /** probation → committed: the previous version's sessions go (its files stay for a rollback), older files are deleted. */
+  private async commit(row: UpdateRow, detail: string): Promise<void> {
+    this.monitor.stop(row.model);
+    const pointer = this.store.pointer(row.model);
+    const moved = this.move(row, 'committed', { detail, pointer: { active: row.version, previous: pointer?.previous ?? row.previousVersion } });
+    this.deps.log.info({ model: row.model, version: row.version, detail }, 'update committed');
+    const previous = moved.previousVersion;
+    if (previous !== null && previous !== row.version) await this.retire(row.model, previous);
+    this.gc(row.model, [row.version, ...(previous === null ? [] : [previous])]);
+  }
+
+  /** activating/probation (or an interrupted earlier step) → rolling_back → rolled_back, the previous version serving again. */
+  async rollback(row: UpdateRow, reason: UpdateReason, detail: string): Promise<void> {
+    const { models, log } = this.deps;
+    this.monitor.stop(row.model);
+    const rb = this.move(row, 'rolling_back', { reason, detail });
+    log.warn({ model: row.model, version: row.version, previous: row.previousVersion, reason, detail }, 'rolling back');
+    const prev = row.previousVersion;
+    try {
+      if (prev !== null && prev !== row.version) {
+        if (!models.versionsOf(row.model)?.some((v) => v.version === prev && v.state === 'ready')) {
+          const dir = installedVersion(safeVersionDir(this.deps.config.modelRepository, row.model, prev), prev);
+          if (dir) await models.stage(row.model, dir);
+        }
+        models.activate(row.model, prev);
+      }
+    } catch (err) {
+      log.error({ model: row.model, previous: prev, err: (err as Error).message }, 'cannot bring the previous version back; the new one keeps serving');
+      this.move(rb, 'rolled_back', { detail: `${detail}; the previous version could not be loaded: ${(err as Error).message}`, pointer: { active: row.version, previous: null } });
+      return;
+    }
+    this.move(rb, 'rolled_back', { pointer: { active: prev, previous: null } });
+    await this.retire(row.model, row.version);
+    rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
+  }
+
+  /** Completes a rollback at boot, before anything is loaded: only the pointer and the files change. */
+  private finishRollbackOffline(row: UpdateRow): void {
+    const prev = row.previousVersion !== row.version ? row.previousVersion : null;
+    this.move(row, 'rolled_back', { pointer: { active: prev, previous: null } });
+    if (prev !== null || row.state !== 'rolling_back') rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
+  }
+
+  private async failed(row: UpdateRow, err: unknown): Promise<void> {
+    const { log } = this.deps;
+    const current = this.store.get(row.id) ?? row;
+    if (this.stopped && !(err instanceof StepError)) return; // stopping: the state stays, boot resumes it
+    const reason: UpdateReason = err instanceof StepError ? err.reason : 'internal';
+    const detail = (err as Error).message ?? String(err);
+    if (TERMINAL.has(current.state)) return;
+    log.error({ model: row.model, version: row.version, state: current.state, reason, detail }, 'update step failed');
+    if (SERVING_NEW.has(current.state)) return this.rollback(current, reason, detail);
+    if (current.state === 'verifying' || current.state === 'staging') {
+      // Nothing of the new version serves: discard what was staged; the old version never stopped.
+      const rb = this.move(current, 'rolling_back', { reason, detail });
+      if (this.deps.models.active(row.model)?.version !== row.version) await this.retire(row.model, row.version);
+      if (!this.isKept(row.model, row.version)) rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
+      rmSync(partFile(this.deps.config, row), { force: true });
+      this.move(rb, 'rolled_back');
+      return;
+    }
+    this.move(current, 'failed', { reason, detail });
+  }
+
+  private isKept(model: string, version: number): boolean {
+    const p = this.store.pointer(model);
+    return p?.active === version || p?.previous === version;
+  }
+
+  private async retire(model: string, version: number): Promise<void> {
+    if (this.deps.models.active(model)?.version === version) return;
+    if (!this.deps.models.versionsOf(model)?.some((v) => v.version === version)) return;
+    await this.deps.models.retire(model, version).catch((err: unknown) => this.deps.log.warn({ model, version, err: (err as Error).message }, 'cannot release a retired version'));
+    this.monitor.forget(model, version);
+  }
+
+  private gc(model: string, keep: number[]): void {
+    try {
+      const removed = collectGarbage(path.join(this.deps.config.modelRepository, model), keep);
+      if (removed.length > 0) this.deps.log.info({ model, removed }, 'old model versions deleted');
+    } catch (err) {
+      this.deps.log.warn({ model, err: (err as Error).message }, 'cannot delete old model versions');
+    }
+  }
+
+  /** Writes the transition, then reports it (the event goes through the outbox; a crash in between re-sends it at boot). */
+  private move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
+    const moved = this.store.transition(row.id, to, fields);
+    this.report(moved, row.state);
+    return moved;
+  }
+
+  private report(row: UpdateRow, from: UpdateState): void {
+    const severity = row.state === 'failed' || row.state === 'rolled_back' || row.state === 'rolling_back' ? 'error' : 'info';
+    const why = row.reason && (row.state === 'failed' || row.state.startsWith('roll')) ? `: ${row.reason}${row.detail ? ` (${row.detail})` : ''}` : '';
+    const data = {
+      model: row.model, version: row.version, previousVersion: row.previousVersion, from, to: row.state, deployment: row.deployment,
+      rollout: row.rollout, reason: row.state === 'committed' ? null : row.reason, detail: row.detail,
+    };
+    this.deps.events.emit({ kind: 'update.transition', severity, message: `${row.model}@${row.version} ${from} → ${row.state}${why}`.slice(0, 2000), data }, () => this.store.markReported(row.id, row.state));
+  }
+
+  private setProgress(id: number, received: number): void {
+    this.progress.set(id, { received, waitingFor: null });
+    this.store.setReceived(id, received);
+  }
+
+  /** The operator's rollback of one model (cmd rollback): see commands.ts. */
+  async rollbackModel(model: string): Promise<{ ok: true; from: number; to: number } | { ok: false; message: string }> {
+    const { models } = this.deps;
+    const latest = this.store.latest(model);
+    if (latest && SERVING_NEW.has(latest.state) && latest.previousVersion !== null) {
+      await this.rollback(latest, 'operator', 'rolled back by the operator');
+      return { ok: true, from: latest.version, to: latest.previousVersion };
+    }
+    const pointer = this.store.pointer(model);
+    if (!pointer || pointer.active === null || pointer.previous === null) return { ok: false, message: `${model} has no previous version on this device` };
+    if (latest && !TERMINAL.has(latest.state)) this.supersede(latest);
+    const { active, previous } = pointer;
+    const dir = installedVersion(safeVersionDir(this.deps.config.modelRepository, model, previous), previous);
+    if (!dir) return { ok: false, message: `${model}@${previous} is no longer on disk` };
+    if (!models.versionsOf(model)?.some((v) => v.version === previous && v.state === 'ready')) await models.stage(model, dir);
+    models.activate(model, previous);
+    this.store.setPointer(model, previous, active);
+    this.deps.events.emit({ kind: 'update.rollback', severity: 'warn', message: `${model} rolled back from ${active} to ${previous} by the operator`, data: { model, from: active, to: previous } });
+    await this.retire(model, active);
+    return { ok: true, from: active, to: previous };
+  }
+
+  /** `reload`: the saved desired state again, and a new attempt for each model whose last deployment failed transiently. */
+  retryTransient(reasons: ReadonlySet<string>): number {
+    let retried = 0;
+    this.refused.clear();
+    for (const p of this.store.pointers()) {
+      const latest = this.store.latest(p.model);
+      if (latest?.state === 'failed' && latest.reason !== null && reasons.has(latest.reason)) {
+        this.store.retry(latest);
+        retried++;
+      }
+    }
+    this.reconcile();
+    return retried;
+  }
+
+  /** rollback / reload / diagnostics from the fleet's cmd topic. */
+  async runCommand(message: CmdMessage): Promise<CommandOutcome> {
+    return runCommand(this, message);
+  }
+
+  /** The /status and reported-state summary: per model what serves, what is kept, and the latest deployment. */
+  summary(): Record<string, unknown> {
+    const models: Record<string, unknown> = {};
+    for (const p of this.store.pointers()) {
+      const row = this.store.latest(p.model);
+      const progress = row ? this.progress.get(row.id) : undefined;
+      const watch = this.monitor.progress(p.model);
+      models[p.model] = {
+        active: p.active, previous: p.previous, highestDeployment: p.highestDeployment,
+        update: row && {
+          version: row.version, state: row.state, deployment: row.deployment, rollout: row.rollout, reason: row.reason, detail: row.detail,
+          attempts: row.attempts, updatedAt: new Date(row.updatedAt).toISOString(),
+          ...(row.state === 'downloading' ? { receivedBytes: progress?.received ?? row.receivedBytes, sizeBytes: row.size } : {}),
+          ...(progress?.waitingFor ? { waitingFor: progress.waitingFor } : {}),
+          ...(row.state === 'probation' && watch ? { probation: watch } : {}),
+        },
+      };
+    }
+    const busy = this.store.unfinished()[0];
+    return { state: busy?.state ?? 'idle', desiredRevision: this.desired?.revision ?? null, models };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.current?.abort.abort(new Error('agent stopping'));
+    if (this.judgeTimer) clearInterval(this.judgeTimer);
+    this.judgeTimer = undefined;
+    await this.loop?.catch(() => undefined);
+  }
+}
+
+/**
+ * OUTPOST_TEST_FAULT=<step>:<model>@<version>[,…] makes that step fail with load_failed (a test-only hook for the
+ * 20-device rollout test, like OUTPOST_CRASH_AT in the peers' test suites); OUTPOST_TEST_CRASH_AT=<step> kills
+ * the process (SIGKILL) as the step starts. Both are read once; unset in production.
+ */
+function testFaultHook(): StepDeps['fault'] {
+  const faults = (process.env.OUTPOST_TEST_FAULT ?? '').split(',').filter(Boolean);
+  const crashAt = process.env.OUTPOST_TEST_CRASH_AT;
+  if (faults.length === 0 && !crashAt) return undefined;
+  return (step, row) => {
+    if (crashAt === step) process.kill(process.pid, 'SIGKILL');
+    if (faults.includes(`${step}:${row.model}@${row.version}`)) throw new StepError('load_failed', `test fault at ${step}`);
+  };
+}
