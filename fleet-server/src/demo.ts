@@ -95,6 +95,8 @@ async function main(): Promise<void> {
   const deviceId = loadCredentials(agentDir)!.credentials.deviceId;
   console.log(`\nOutpost agent ${agentUrl}  device ${deviceId}`);
 
+  await waitForOnline(httpUrl, token, deviceId);
+
   // 5. The rollout: the same commands an operator types. A short probation so the tour does not wait 5 minutes.
   console.log(`\n$ outpost rollouts create ${MODEL}@1 --devices ${deviceId} --probation 3s`);
   const created = await cliJson(['rollouts', 'create', `${MODEL}@1`, '--devices', deviceId, '--probation', '3s']);
@@ -165,6 +167,17 @@ async function waitForFleetToCount(httpUrl: string, token: string, deviceId: str
     await new Promise((r) => setTimeout(r, 250));
   }
   console.warn('(the fleet has not received a telemetry window with the request yet; the link may still be connecting)');
+}
+
+/** Waits (≤ 15 s) until the fleet has the device's state message (it is online), so the rollout picks it online. */
+async function waitForOnline(httpUrl: string, token: string, deviceId: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    const res = await fetch(`${httpUrl}/api/v1/devices/${deviceId}`, { headers: { authorization: `Bearer ${token}` } });
+    if (res.ok && ((await res.json()) as { online?: boolean }).online === true) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.warn('(the agent has not reached the fleet yet; the rollout waits for it)');
 }
 
 /** A path as the user would type it from here: relative inside the working directory, absolute outside it. */

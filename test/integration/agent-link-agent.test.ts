@@ -77,7 +77,7 @@ describe('agent enrolled to a fleet', () => {
     expect(metricValue(metrics, 'outpost_outbox_alarm')).toBe(0);
   });
 
-  it('answers ping through cmd/result with the command id, refuses unsupported commands, and keeps the newest desired state', async () => {
+  it('answers ping through cmd/result with the command id, answers a rollback with nothing to roll back with its code, and keeps the newest desired state', async () => {
     const broker = await startBroker();
     cleanups.push(() => broker.close());
     const fleet = await FleetObserver.connect(broker);
@@ -93,7 +93,8 @@ describe('agent enrolled to a fleet', () => {
     await until('two command results', () => fleet.of('cmd/result').length >= 2);
     const results = fleet.of('cmd/result').map((r) => r.message!);
     expect(results.find((r) => r.id === 'cmd-ping-1')).toMatchObject({ deviceId: DEVICE.deviceId, ok: true, result: { pong: true } });
-    expect(results.find((r) => r.id === 'cmd-rb-2')).toMatchObject({ ok: false, error: { code: 'AGENT_CMD_UNSUPPORTED' } });
+    // Nothing was ever deployed here: a rollback has nowhere to go, and says so with its stable code.
+    expect(results.find((r) => r.id === 'cmd-rb-2')).toMatchObject({ ok: false, error: { code: 'AGENT_CMD_NOTHING_TO_ROLL_BACK' } });
     expect(typeof results[0]!.seq).toBe('number');
 
     const desired = (revision: number) => JSON.stringify({ v: 1, deviceId: DEVICE.deviceId, revision, ts, models: [] });

@@ -24,6 +24,8 @@ export interface UpdaterDeps {
   events: FleetEvents;
   log: Logger;
   credentials: Credentials | undefined;
+  /** Called after every transition (the link re-sends the reported state, so the fleet sees what serves). */
+  onChange?: () => void;
 }
 
 /** How often a version on probation is judged (its commit time, error rate and p95), ms. */
@@ -255,6 +257,7 @@ export class Updater {
     const moved = this.move(row, 'probation', { pointer: { active: row.version, previous: prev } });
     this.deps.log.info({ model: row.model, version: row.version, previous: prev }, 'new version active; probation started');
     this.startProbation(moved);
+    this.steps.fault?.('probation', moved);
   }
 
   private startProbation(row: UpdateRow): void {
@@ -381,6 +384,11 @@ export class Updater {
   private move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
     const moved = this.store.transition(row.id, to, fields);
     this.report(moved, row.state);
+    try {
+      this.deps.onChange?.();
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'cannot refresh the reported state');
+    }
     return moved;
   }
 

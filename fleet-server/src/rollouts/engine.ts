@@ -215,6 +215,9 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
         const settled = inStage.every((d) => SETTLED.includes(d.state) || (d.state === 'pending' && d.reason === OFFLINE_AT_START && !online.has(d.deviceId)));
         if (!settled) return false;
         if (r.currentStage >= r.stages.length - 1) {
+          // Completed means every targeted device committed or failed: an offline one keeps the rollout running
+          // (shown pending) until it returns and reports, as an operator reading "completed" would expect.
+          if (!store.devices(r.id).every((d) => d.state === 'waiting' || SETTLED.includes(d.state))) return false;
           store.update(r.id, { state: 'completed', finishedAt: t }, t);
           log.info({ rollout: r.id }, 'rollout completed');
           return false;
