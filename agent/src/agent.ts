@@ -85,7 +85,7 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   });
   metrics.sources.telemetryLostRequests = () => telemetry.aggregator.lostRequests;
   const { credentials, credentialsError } = readCredentials(config.dataDir, log);
-  updater = new Updater({ config, db, models, events, log, credentials, onChange: () => link?.refreshState() });
+  updater = new Updater({ config, db, models, events, log, credentials, metrics, onChange: () => link?.refreshState() });
   const observe = telemetry.observer;
   const inference = new InferenceService(metrics, state, config.limits, (r) => {
     observe(r);

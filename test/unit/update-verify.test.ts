@@ -153,7 +153,7 @@ describe('verifyArtifact', () => {
 
   it('refuses one flipped byte (hash_mismatch) and a short or long file (size_mismatch)', async () => {
     const flipped = Buffer.from(body);
-    flipped[flipped.length - 1] ^= 1;
+    flipped[flipped.length - 1] = flipped.at(-1)! ^ 1;
     const cases: Array<[string, Buffer, VerifyError['code']]> = [
       ['flipped', flipped, 'hash_mismatch'],
       ['short', body.subarray(0, body.length - 1), 'size_mismatch'],

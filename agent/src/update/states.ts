@@ -53,4 +53,4 @@ export type UpdateReason =
   | 'size_mismatch' | 'hash_mismatch' | 'install_failed'
   | 'load_failed' | 'golden_mismatch'
   | 'error_rate' | 'latency' | 'crash_loop' | 'model_failed'
-  | 'operator' | 'superseded' | 'loop_guard' | 'internal';
+  | 'operator' | 'superseded' | 'loop_guard' | 'bad_window' | 'internal';

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { DesiredMessage } from '../../../shared/src/mqtt/messages.js';
@@ -12,7 +12,7 @@ import { installedVersion, installVersion } from './install.js';
 import type { UpdateReason } from './states.js';
 import type { UpdateRow, UpdateStore } from './update-store.js';
 import { safeVersionDir, verifyArtifact, VerifyError } from './verify.js';
-import { inWindow, nextWindowStart } from './window.js';
+import { inWindow, nextWindowStart, validateWindow } from './window.js';
 
 /** A step failed: the reason code the deployment ends with, and the detail for the event and /status. */
 export class StepError extends Error {
@@ -54,7 +54,8 @@ export async function download(deps: StepDeps, row: UpdateRow, signal: AbortSign
   mkdirSync(path.dirname(part), { recursive: true });
   try {
     checkDiskBudget({
-      repositoryDir: config.modelRepository, stagingDir: stagingDir(config), needBytes: row.size,
+      // A resumed download's .part is already counted as used: only what is still to come is needed.
+      repositoryDir: config.modelRepository, stagingDir: stagingDir(config), needBytes: Math.max(0, row.size - fileSize(part)),
       budgetBytes: config.update.diskBudgetBytes, minFreeBytes: config.update.minFreeBytes,
     });
   } catch (err) {
@@ -123,23 +124,32 @@ export async function stage(deps: StepDeps, row: UpdateRow): Promise<void> {
   }
 }
 
-/** Resolves when activation is allowed by the maintenance window (now, or at the window's next start). */
+/**
+ * Resolves when activation is allowed by the maintenance window (now, or at the window's next start). An
+ * expression the agent cannot read fails the deployment rather than activating outside the intended hours.
+ */
 export function waitForWindow(window: DesiredMessage['maintenanceWindow'], signal: AbortSignal, onWaiting: (next: Date | null) => void): Promise<void> {
+  const problem = validateWindow(window);
+  if (problem) return Promise.reject(new StepError('bad_window', `maintenance window ${JSON.stringify(window)}: ${problem}`));
   if (inWindow(window, new Date())) return Promise.resolve();
   return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    };
     const check = (): void => {
-      if (signal.aborted) return reject(signal.reason as Error);
-      if (inWindow(window, new Date())) return resolve();
+      if (inWindow(window, new Date())) {
+        signal.removeEventListener('abort', onAbort);
+        return resolve();
+      }
       const next = nextWindowStart(window, new Date());
       onWaiting(next);
-      // Re-checked at least once a minute: a clock step or a changed window must not strand the update.
-      const wait = next === null ? 60_000 : Math.min(60_000, Math.max(50, next.getTime() - Date.now() + 5));
-      const timer = setTimeout(check, wait);
-      signal.addEventListener('abort', () => {
-        clearTimeout(timer);
-        reject(signal.reason as Error);
-      }, { once: true });
+      // Re-checked at least once a minute: a clock step must not strand the update.
+      timer = setTimeout(check, next === null ? 60_000 : Math.min(60_000, Math.max(50, next.getTime() - Date.now() + 5)));
     };
+    if (signal.aborted) return reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
     check();
   });
 }
@@ -150,5 +160,13 @@ async function isIntact(file: string, row: Pick<UpdateRow, 'size' | 'sha256'>): 
     return true;
   } catch {
     return false;
+  }
+}
+
+function fileSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
   }
 }

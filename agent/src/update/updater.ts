@@ -7,6 +7,7 @@ import type { ModelManager } from '../inference/model-manager.js';
 import type { Credentials } from '../link/credentials.js';
 import type { FleetEvents } from '../link/fleet-events.js';
 import type { CommandOutcome } from '../link/handlers/index.js';
+import type { AgentMetrics } from '../metrics/agent-metrics.js';
 import type { Db } from '../storage/database.js';
 import type { RequestObservation } from '../telemetry/types.js';
 import { collectGarbage, installedVersion } from './install.js';
@@ -24,6 +25,8 @@ export interface UpdaterDeps {
   events: FleetEvents;
   log: Logger;
   credentials: Credentials | undefined;
+  /** outpost_update_* counters. */
+  metrics?: Pick<AgentMetrics, 'updateTransitions' | 'updateDownloadedBytes'>;
   /** Called after every transition (the link re-sends the reported state, so the fleet sees what serves). */
   onChange?: () => void;
 }
@@ -220,7 +223,7 @@ export class Updater {
       if (row.state === 'idle') row = this.move(row, 'downloading');
       if (row.state === 'downloading') {
         this.steps.fault?.('downloading', row);
-        await download(this.steps, row, abort.signal, (received) => this.setProgress(row.id, received));
+        await download(this.steps, row, abort.signal, (received) => this.setProgress(row, received));
         row = this.move(row, 'verifying');
       }
       if (row.state === 'verifying') {
@@ -383,6 +386,7 @@ export class Updater {
   /** Writes the transition, then reports it (the event goes through the outbox; a crash in between re-sends it at boot). */
   private move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
     const moved = this.store.transition(row.id, to, fields);
+    this.deps.metrics?.updateTransitions.inc({ model: moved.model, state: to, reason: moved.state === 'committed' ? '' : moved.reason ?? '' });
     this.report(moved, row.state);
     try {
       this.deps.onChange?.();
@@ -402,9 +406,19 @@ export class Updater {
     this.deps.events.emit({ kind: 'update.transition', severity, message: `${row.model}@${row.version} ${from} → ${row.state}${why}`.slice(0, 2000), data }, () => this.store.markReported(row.id, row.state));
   }
 
-  private setProgress(id: number, received: number): void {
-    this.progress.set(id, { received, waitingFor: null });
-    this.store.setReceived(id, received);
+  /** Download progress: /status and the reported state show it; the fleet gets an update.progress event at each quarter. */
+  private setProgress(row: UpdateRow, received: number): void {
+    const before = this.progress.get(row.id)?.received ?? row.receivedBytes;
+    this.progress.set(row.id, { received, waitingFor: null });
+    this.store.setReceived(row.id, received);
+    if (received > before) this.deps.metrics?.updateDownloadedBytes.inc(received - before);
+    const quarter = (n: number) => (row.size > 0 ? Math.floor((4 * n) / row.size) : 4);
+    if (row.size >= 1024 * 1024 && quarter(received) > quarter(before) && quarter(received) < 4) {
+      this.deps.events.emit({
+        kind: 'update.progress', severity: 'info', message: `${row.model}@${row.version}: ${quarter(received) * 25} % downloaded`,
+        data: { model: row.model, version: row.version, deployment: row.deployment, rollout: row.rollout, receivedBytes: received, sizeBytes: row.size },
+      });
+    }
   }
 
   /** The operator's rollback of one model (cmd rollback): see commands.ts. */

@@ -1,0 +1,99 @@
+/**
+ * Bench child: the closed-loop load of the swap part of the updates section. Between a `start` and a `stop`
+ * it keeps `concurrency` KServe v2 JSON infer requests in flight (one keep-alive connection each), records
+ * every latency and status, and checks each 200 answer against the OUTPUT0 of the version it names, so a
+ * request answered by a half-swapped model would show as a mismatch. It runs in its own process so the load's
+ * JSON work does not share the agent's event loop. `stop` waits for the requests in flight, then answers.
+ */
+import http from 'node:http';
+import { epochMs, type Started, type SwapLoadStart, type SwapLoadStop, type SwapPhaseResult } from './updates-protocol.js';
+
+const REQUEST_TIMEOUT_MS = 30_000;
+
+let running: { stop(): Promise<SwapPhaseResult> } | undefined;
+
+function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: job.concurrency });
+  const body = Buffer.from(job.body);
+  const headers = { 'content-type': 'application/json', 'content-length': String(body.length) };
+  const result: SwapPhaseResult = { type: 'phase-result', startedAt: epochMs(), stoppedAt: 0, latenciesMs: [], statusCounts: {}, versions: {}, mismatches: 0, firstError: undefined };
+  let stopping = false;
+
+  const check = (text: string): void => {
+    let answer: { model_version?: string; outputs?: { name: string; data: number[] }[] };
+    try {
+      answer = JSON.parse(text) as typeof answer;
+    } catch {
+      result.mismatches++;
+      result.firstError ??= 'a 200 answer is not JSON';
+      return;
+    }
+    const version = String(answer.model_version);
+    result.versions[version] = (result.versions[version] ?? 0) + 1;
+    const got = answer.outputs?.find((o) => o.name === 'OUTPUT0')?.data;
+    const want = job.expected[version];
+    if (!want || !got || got.length !== want.length || got.some((v, i) => v !== want[i])) {
+      result.mismatches++;
+      result.firstError ??= `version ${version} answered OUTPUT0 ${JSON.stringify(got?.slice(0, 4))}…, expected ${JSON.stringify(want?.slice(0, 4))}…`;
+    }
+  };
+
+  const once = (): Promise<void> =>
+    new Promise((resolve) => {
+      const t0 = performance.now();
+      const done = (status: number, error?: string) => {
+        result.latenciesMs.push(performance.now() - t0);
+        result.statusCounts[status] = (result.statusCounts[status] ?? 0) + 1;
+        if (error) result.firstError ??= error;
+        resolve();
+      };
+      const req = http.request({ agent, host: job.host, port: job.port, path: `/v2/models/${job.model}/infer`, method: 'POST', headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => done(0, err.message));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          if (status === 200) check(text);
+          done(status, status === 200 ? undefined : `HTTP ${status}: ${text.slice(0, 300)}`);
+        });
+      });
+      req.on('error', (err) => done(0, err.message));
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
+      req.end(body);
+    });
+
+  const loop = async (): Promise<void> => {
+    while (!stopping) await once();
+  };
+  const loops = Array.from({ length: job.concurrency }, loop);
+  return {
+    async stop() {
+      stopping = true;
+      await Promise.all(loops);
+      result.stoppedAt = epochMs();
+      agent.destroy();
+      return result;
+    },
+  };
+}
+
+async function handle(job: SwapLoadStart | SwapLoadStop): Promise<Started | SwapPhaseResult> {
+  if (job.type === 'start') {
+    if (running) throw new Error('a phase is already running');
+    running = start(job);
+    return { type: 'started' };
+  }
+  if (!running) throw new Error('no phase is running');
+  const phase = running;
+  running = undefined;
+  return phase.stop();
+}
+
+process.on('disconnect', () => process.exit(0));
+process.on('message', (job: SwapLoadStart | SwapLoadStop) => {
+  handle(job).then(
+    (result) => process.send!(result),
+    (err: unknown) => process.send!({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
+  );
+});
