@@ -5,7 +5,8 @@
  * does not run, it checks the ed25519 signature over deploymentStatement() with the fleet key from enrollment,
  * publishes downloading, GETs the artifact (URL relative to the enrolled fleet URL, HTTP Basic, a connection of
  * its own as the agent's downloader uses) hashing every chunk as it arrives, checks size and sha256, then
- * publishes verifying → staging → activating → probation → committed (probation 0 s) and its new state.
+ * publishes verifying → staging → activating → probation → committed (probation 0 s) and its new state. Like the
+ * agent (whose events go through its outbox) it does not wait for the fleet's PUBACK before the next step.
  * Nothing is written to disk. The devices live in their own process so their hashing and MQTT work do not share
  * the fleet's event loop. Jobs come one at a time over IPC (bench/updates-protocol.ts).
  */
@@ -90,23 +91,34 @@ function publishState(d: Device): Promise<void> {
   });
 }
 
-async function transition(d: Device, e: DesiredModel, run: DeviceRun, to: UpdateState, failure?: { reason: string; detail: string }): Promise<void> {
+/**
+ * Publishes one transition and moves the model's update state at once; returns the PUBACK. The agent queues its
+ * events in the outbox and goes on without waiting for the fleet, so the caller does not await it either
+ * (mqtt.js keeps the order on the connection).
+ */
+function transition(d: Device, e: DesiredModel, run: DeviceRun, to: UpdateState, failure?: { reason: string; detail: string }): Promise<void> {
   const from = d.updateState.get(e.name) ?? 'idle';
   const previous = d.running.get(e.name) ?? null;
-  await publish(d, 'events', {
+  run.transitions.push(to);
+  d.updateState.set(e.name, to === 'committed' || to === 'failed' ? 'idle' : to);
+  return publish(d, 'events', {
     kind: 'update.transition', severity: failure ? 'warn' : 'info', message: `${e.name}@${e.version}: ${from} -> ${to}`,
     data: {
       model: e.name, version: e.version, previousVersion: previous === e.version ? null : previous, from, to, deployment: e.deployment,
       rollout: e.rollout, reason: failure?.reason ?? null, detail: failure?.detail ?? null,
     },
   });
-  run.transitions.push(to);
-  d.updateState.set(e.name, to === 'committed' || to === 'failed' ? 'idle' : to);
 }
 
 async function update(d: Device, e: DesiredModel): Promise<void> {
   const run = newRun(d.sim.id);
   d.runs.set(`${e.name}@${e.version}`, run);
+  const acks: Promise<void>[] = [];
+  // Awaited together later; until then a refused publish must not surface as an unhandled rejection.
+  const sent = (p: Promise<void>) => {
+    p.catch(() => undefined);
+    acks.push(p);
+  };
   try {
     const stmt = deploymentStatement({
       device: d.sim.id, name: e.name, version: e.version, sha256: e.sha256, size: e.size, manifestSha256: manifestDigest(e.manifest), deployment: e.deployment, expires: e.expires,
@@ -116,19 +128,23 @@ async function update(d: Device, e: DesiredModel): Promise<void> {
       await transition(d, e, run, 'failed', { reason: 'SIGNATURE_INVALID', detail: run.error });
       return;
     }
-    await transition(d, e, run, 'downloading');
+    sent(transition(d, e, run, 'downloading'));
     const sha256 = await download(new URL(e.url, fleetUrl), basicAuth(d), run);
     if (sha256 !== e.sha256 || run.bytes !== e.size) {
       run.error = `downloaded ${run.bytes} bytes with sha256 ${sha256.slice(0, 12)}…, signed ${e.size} bytes ${e.sha256.slice(0, 12)}…`;
-      await transition(d, e, run, 'failed', { reason: 'SHA256_MISMATCH', detail: run.error });
+      sent(transition(d, e, run, 'failed', { reason: 'SHA256_MISMATCH', detail: run.error }));
+      await Promise.all(acks);
       return;
     }
-    for (const to of AFTER_DOWNLOAD) await transition(d, e, run, to);
-    run.committedAt = epochMs();
+    for (const to of AFTER_DOWNLOAD) sent(transition(d, e, run, to));
     d.running.set(e.name, e.version);
-    await publishState(d);
+    sent(publishState(d));
+    // Committed = the broker acknowledged the committed transition (and everything sent before it).
+    await Promise.all(acks);
+    run.committedAt = epochMs();
   } catch (err) {
     run.error ??= (err as Error).message;
+    await Promise.allSettled(acks);
     if (d.updateState.get(e.name) !== 'idle') await transition(d, e, run, 'failed', { reason: 'DOWNLOAD_FAILED', detail: run.error }).catch(() => undefined);
   } finally {
     onUpdateDone?.();

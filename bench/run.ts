@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
- * `npm run bench`: the agent section (bench/agent.ts) then the fleet section (bench/fleet.ts), each its own
- * process so each keeps its own cleanup; `--only agent|fleet` runs one. Both sections understand --quick,
- * --results and --keep-temp; any other flag belongs to one section and needs --only. Each section is started
+ * `npm run bench`: the agent section (bench/agent.ts), the fleet section (bench/fleet.ts), then the updates
+ * section (bench/updates.ts), each its own process so each keeps its own cleanup; `--only agent|fleet|updates`
+ * runs one. Every section understands --quick, --results and --keep-temp; any other flag belongs to one section
+ * and needs --only. Each section is started
  * with its soft open-file limit raised (the fleet section holds one socket per simulated device). Exit status:
  * the worst of the sections'.
  */
@@ -12,18 +13,20 @@ import { fileURLToPath } from 'node:url';
 import { describeNofile, NOFILE_WANTED, nofileOf, spawnWithNofile } from './fleet-nofile.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const SECTIONS = { agent: path.join(HERE, 'agent.js'), fleet: path.join(HERE, 'fleet.js') } as const;
+const SECTIONS = { agent: path.join(HERE, 'agent.js'), fleet: path.join(HERE, 'fleet.js'), updates: path.join(HERE, 'updates.js') } as const;
+const SECTION_NAMES = Object.keys(SECTIONS) as Section[];
 type Section = keyof typeof SECTIONS;
 /** Flags every section takes; `--results` is followed by its value. */
 const SHARED_FLAGS = new Set(['--quick', '--keep-temp', '--results']);
 
-const USAGE = `usage: npm run bench -- [--only agent|fleet] [options]
+const USAGE = `usage: npm run bench -- [--only agent|fleet|updates] [options]
 
-  (no --only)        the agent section, then the fleet section; shared options: --quick, --results DIR, --keep-temp
+  (no --only)        the agent, fleet and updates sections in turn; shared options: --quick, --results DIR, --keep-temp
   --only agent       only the agent bench   (options: npm run bench -- --only agent --help)
   --only fleet       only the fleet bench   (options: npm run bench -- --only fleet --help; also npm run bench:fleet)
+  --only updates     only the updates bench: rollout time and latency during hot swaps (npm run bench -- --only updates --help)
 
-A full run takes about 8 min (agent) + 5–8 min (fleet) on 2 cores; --quick about 2 + 1.5 min.
+A full run takes about 8 min (agent) + 5–8 min (fleet) + 2 min (updates) on 2 cores; --quick about 2 + 1.5 + 0.7 min.
 `;
 
 function parse(argv: string[]): { sections: Section[]; rest: string[] } {
@@ -42,13 +45,13 @@ function parse(argv: string[]): { sections: Section[]; rest: string[] } {
     }
     for (let i = 0; i < rest.length; i++) {
       const flag = rest[i]!.split('=')[0]!;
-      if (!SHARED_FLAGS.has(flag)) throw new Error(`${rest[i]} belongs to one section: add --only agent or --only fleet (npm run bench -- --help)`);
+      if (!SHARED_FLAGS.has(flag)) throw new Error(`${rest[i]} belongs to one section: add --only ${SECTION_NAMES.join('|')} (npm run bench -- --help)`);
       if (flag === '--results' && !rest[i]!.includes('=')) i++;
     }
-    return { sections: ['agent', 'fleet'], rest };
+    return { sections: SECTION_NAMES, rest };
   }
-  if (only !== 'agent' && only !== 'fleet') throw new Error(`--only takes agent or fleet, got ${JSON.stringify(only)}`);
-  return { sections: [only], rest };
+  if (!SECTION_NAMES.includes(only as Section)) throw new Error(`--only takes ${SECTION_NAMES.join(', ')}, got ${JSON.stringify(only)}`);
+  return { sections: [only as Section], rest };
 }
 
 let current: ChildProcess | undefined;

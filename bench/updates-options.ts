@@ -20,11 +20,13 @@ export interface UpdatesBenchOptions {
   /** Closed-loop KServe JSON clients. */
   clients: number;
   warmupS: number;
-  /** Length of the steady phase before the swaps (and half of it again after, for drift). */
+  /** Rounds of (steady phase, swap window), interleaved so a change in machine speed lands on both kinds. */
+  rounds: number;
+  /** Length of each round's steady phase, seconds. */
   steadyS: number;
-  /** Swaps in the swap window (v1 → v2 is one, v2 → v1 the next). */
+  /** At least this many swaps in each round's swap window (v1 → v2 is one, v2 → v1 the next)… */
   swaps: number;
-  /** The swap window lasts at least this long: the swaps are repeated, K at a time, until it has. */
+  /** …and the window lasts at least this long: swaps go on back to back until both hold. */
   minSwapWindowS: number;
   /** Target of issue 5 item 12: p99 during swaps ≤ this × steady p99. */
   maxP99Factor: number;
@@ -37,20 +39,21 @@ const USAGE = `usage: npm run bench -- --only updates [options]   (or: node dist
 Rollout time of a ~10 MB model to simulated devices against plain downloads of it, and the agent's request
 latency during hot swaps against steady state (see bench/README.md, "Updates benchmark").
 
-  --quick                 ~40 s smoke run: 1 and 20 devices, shorter phases            BENCH_QUICK=1
+  --quick                 ~25 s smoke run: 1 and 20 devices, shorter phases            BENCH_QUICK=1
   --parts rollout,swap    which parts to run (default both)                            BENCH_PARTS
   --devices 1,20,200      simulated device counts, a fresh fleet each (quick 1,20)     BENCH_DEVICES
-  --reps N                rollouts per device count, each after its own baseline (full 3, quick 2)  BENCH_REPS
+  --reps N                rollouts per device count, each after its own baseline (default 3)  BENCH_REPS
   --model-width N         width of the heavy simple model (default 1536 ≈ 9.4 MB)      BENCH_MODEL_WIDTH
   --model-layers N        its hidden layers (default 1)                                BENCH_MODEL_LAYERS
   --connect-rate N        device connections started per second (default 200)          BENCH_CONNECT_RATE
   --enroll-concurrency N  concurrent enrollments (default 8)                           BENCH_ENROLL_CONCURRENCY
   --rollout-timeout-s N   longest wait for one rollout (default 120)                   BENCH_ROLLOUT_TIMEOUT_S
   --clients N             closed-loop infer clients during the swap part (default 4)   BENCH_CLIENTS
-  --warmup-s N            unmeasured load before the steady phase (full 3, quick 1)   BENCH_WARMUP_S
-  --steady-s N            steady phase; half as long again after the swaps (full 10, quick 4)  BENCH_STEADY_S
-  --swaps N               swaps per round in the swap window (full 40, quick 16)        BENCH_SWAPS
-  --min-swap-window-s N   rounds of swaps repeat until the window lasts this long (full 10, quick 4)  BENCH_MIN_SWAP_WINDOW_S
+  --warmup-s N            unmeasured load before the first round (full 3, quick 1)    BENCH_WARMUP_S
+  --rounds N              rounds of steady phase + swap window (full 3, quick 2)       BENCH_ROUNDS
+  --steady-s N            each round's steady phase (full 4, quick 2.5)                BENCH_STEADY_S
+  --swaps N               at least N swaps in each round's window (full 12, quick 8)   BENCH_SWAPS
+  --min-swap-window-s N   and the window lasts at least N s (full 4, quick 2.5)        BENCH_MIN_SWAP_WINDOW_S
   --max-p99-factor N      target: p99 during swaps ≤ N × steady p99 (default 1.5)     BENCH_MAX_P99_FACTOR
   --results DIR           where the JSON goes (default bench/results)
   --keep-temp             keep the temp dir (fleet data dirs, agent repository, logs)
@@ -71,6 +74,7 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
       'rollout-timeout-s': { type: 'string' },
       clients: { type: 'string' },
       'warmup-s': { type: 'string' },
+      rounds: { type: 'string' },
       'steady-s': { type: 'string' },
       swaps: { type: 'string' },
       'min-swap-window-s': { type: 'string' },
@@ -102,7 +106,7 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
     mode: quick ? 'quick' : 'full',
     parts,
     deviceCounts,
-    reps: pick('reps', quick ? 2 : 3, 1, true),
+    reps: pick('reps', 3, 1, true),
     modelWidth: pick('model-width', 1536, 16, true),
     modelLayers: pick('model-layers', 1, 1, true),
     connectRatePerS: pick('connect-rate', 200, 1),
@@ -110,9 +114,10 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
     rolloutTimeoutS: pick('rollout-timeout-s', 120, 1),
     clients: pick('clients', 4, 1, true),
     warmupS: pick('warmup-s', quick ? 1 : 3, 0),
-    steadyS: pick('steady-s', quick ? 4 : 10, 1),
-    swaps: pick('swaps', quick ? 16 : 40, 2, true),
-    minSwapWindowS: pick('min-swap-window-s', quick ? 4 : 10, 0),
+    rounds: pick('rounds', quick ? 2 : 3, 1, true),
+    steadyS: pick('steady-s', quick ? 2.5 : 4, 0.5),
+    swaps: pick('swaps', quick ? 8 : 12, 1, true),
+    minSwapWindowS: pick('min-swap-window-s', quick ? 2.5 : 4, 0),
     maxP99Factor: pick('max-p99-factor', 1.5, 1),
     resultsDir: values.results,
     keepTemp: values['keep-temp'] === true,

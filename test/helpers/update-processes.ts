@@ -110,10 +110,10 @@ export function partFiles(dataDir: string): { name: string; size: number }[] {
   return readdirSync(dir).filter((f) => f.endsWith('.part')).map((name) => ({ name, size: statSync(path.join(dir, name)).size }));
 }
 
-/** Points the enrolled agent's HTTP downloads at `fleetUrl` (e.g. a proxy); the file stays 0600. */
-export function setCredentialsFleetUrl(dataDir: string, fleetUrl: string): void {
+/** Rewrites the enrolled agent's fleet URLs (e.g. to route its downloads or its MQTT through a proxy); the file stays 0600. */
+export function rewriteCredentials(dataDir: string, patch: { fleetUrl?: string; mqttUrl?: string }): void {
   const file = path.join(dataDir, 'fleet-credentials.json');
   const credentials = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  writeFileSync(file, `${JSON.stringify({ ...credentials, fleetUrl }, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(file, `${JSON.stringify({ ...credentials, ...patch }, null, 2)}\n`, { mode: 0o600 });
   chmodSync(file, 0o600);
 }

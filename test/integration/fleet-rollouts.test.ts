@@ -198,19 +198,25 @@ describe('rollouts', () => {
     await eventually(() => us.every((u) => u.entry('simple')?.version === 2), 'desired version 2');
   });
 
-  it('offline devices are picked last, do not hold the rollout, and get their desired state when they connect', async () => {
+  it('offline devices are picked last, do not hold a stage back, and the rollout completes once they connect and commit', async () => {
     const us = await group(f, 'offline', 3, { behavior: 'commit', offline: 1 });
     const offline = us[2]!;
     const created = await f.api('POST', '/api/v1/rollouts', { model: 'simple', version: 2, selector: { group: 'offline' }, stages: [50, 100] });
     const id = created.body.id as string;
     expect(inStage(created.body, 0).sort()).toEqual([us[0]!.id, us[1]!.id].sort());
+    // Stage 2 starts and the online devices commit; the offline one keeps the rollout running, shown pending.
     const r = await eventually(async () => {
       const x = await rollout(f, id);
-      return x.state === 'completed' && x;
-    }, 'completion with one device offline');
+      return x.currentStage === 1 && stateOf(x, us[0]!.id) === 'committed' && stateOf(x, us[1]!.id) === 'committed' && x;
+    }, 'stage 2 reached with the online devices committed');
+    expect(r.state).toBe('running');
     expect(stateOf(r, offline.id)).toBe('pending');
     await offline.connect();
-    await eventually(async () => stateOf(await rollout(f, id), offline.id) === 'committed', 'the late device to commit');
+    const done = await eventually(async () => {
+      const x = await rollout(f, id);
+      return x.state === 'completed' && x;
+    }, 'completion once the late device committed');
+    expect(stateOf(done, offline.id)).toBe('committed');
     expect(offline.running.get('simple')).toBe(2);
   });
 

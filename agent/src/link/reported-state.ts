@@ -6,6 +6,8 @@ export interface ReportedStateSources {
   agentVersion: string;
   startedAt: Date;
   models: () => ServedVersion[];
+  /** The version of a model unversioned requests go to. */
+  activeVersion?: (name: string) => number | undefined;
   /** Providers the inference engine plans to use, best first. */
   providerCandidates: () => readonly string[];
   /** The update machine's summary (a later issue); {} until it exists. */
@@ -42,6 +44,7 @@ export function buildReportedState(src: ReportedStateSources): ReportedState {
       name: v.name,
       version: v.version,
       state: v.state,
+      ...(src.activeVersion ? { active: src.activeVersion(v.name) === v.version } : {}),
       provider: v.provider ?? null,
       error: v.error?.slice(0, 2000) ?? null,
     })),

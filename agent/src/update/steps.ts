@@ -74,7 +74,9 @@ export async function download(deps: StepDeps, row: UpdateRow, signal: AbortSign
   } catch (err) {
     if (err instanceof DownloadError && err.code !== 'aborted') {
       // A file longer than declared is an attack or a broken server: nothing of it is kept (U5).
-      if (err.code === 'too_long') rmSync(part, { force: true });
+      // A partial file that filled the disk goes too: the database and outbox on the same disk need the room,
+      // the very next write (this failure's state) among them.
+      if (err.code === 'too_long' || err.code === 'disk_full') rmSync(part, { force: true });
       throw new StepError(err.code === 'too_long' ? 'too_long' : err.code === 'disk_full' ? 'disk_full' : 'download_failed', err.message);
     }
     throw err;

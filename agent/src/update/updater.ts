@@ -93,11 +93,12 @@ export class Updater {
 
   /** After the repository loaded: re-sends lost transition events, resumes probation and the runner, reconciles the saved desired state. */
   boot(): void {
+    // First: a probation resumed below takes its thresholds from the desired state (offline, only the saved one).
+    this.desired ??= this.store.loadDesired();
     for (const row of this.store.unreported()) this.report(row, row.reportedState ?? 'idle');
     for (const row of this.store.unfinished()) {
       if (row.state === 'probation') this.startProbation(row);
     }
-    this.desired ??= this.store.loadDesired();
     this.booted = true;
     this.reconcile();
   }
@@ -143,6 +144,11 @@ export class Updater {
     }
     const active = this.deps.models.active(entry.name);
     const unfinished = latest && !TERMINAL.has(latest.state) ? latest : undefined;
+    if (unfinished && unfinished.version === entry.version && unfinished.sha256 === entry.sha256) {
+      // The same version re-signed (the fleet refreshes entries before they expire): the deployment in progress goes on.
+      this.store.raiseHighest(entry.name, entry.deployment);
+      return;
+    }
     if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === unfinished.previousVersion) {
       // The fleet wants the version this box just left (a rollout rolling back): the quick way back.
       this.store.raiseHighest(entry.name, entry.deployment);
@@ -205,7 +211,8 @@ export class Updater {
   private async runLoop(): Promise<void> {
     for (;;) {
       this.again = false;
-      const row = this.store.unfinished().find((r) => !SERVING_NEW.has(r.state) && r.state !== 'rolling_back');
+      // activating is taken too: it rests in the table only when a crash came before the flip (activate() is synchronous).
+      const row = this.store.unfinished().find((r) => r.state !== 'probation' && r.state !== 'rolling_back');
       if (!row || this.stopped) return;
       await this.runOne(row);
     }
@@ -240,7 +247,12 @@ export class Updater {
         });
         row = this.move(row, 'activating');
       }
-      if (row.state === 'activating') this.activate(row);
+      if (row.state === 'activating') {
+        // After a crash before the flip the new version is not loaded in this process: staged again (a no-op when ready).
+        await stage(this.steps, row);
+        abort.signal.throwIfAborted();
+        this.activate(row);
+      }
     } catch (err) {
       // An abort carries its own reason (superseded); a stop does not, and leaves the state for boot to resume.
       const reason: unknown = abort.signal.aborted ? abort.signal.reason : undefined;

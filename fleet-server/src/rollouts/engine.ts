@@ -77,8 +77,9 @@ export interface RolloutEngine {
 export function reportedVersion(device: DeviceRecord | undefined, model: string): number | null {
   const models = device?.reported?.models;
   if (!Array.isArray(models)) return null;
-  const mine = (models as { name?: unknown; version?: unknown; state?: unknown }[]).filter((m) => m.name === model && Number.isInteger(m.version));
-  const active = mine.find((m) => m.state === 'active') ?? mine.filter((m) => m.state === 'ready').sort((a, b) => Number(b.version) - Number(a.version))[0];
+  const mine = (models as { name?: unknown; version?: unknown; state?: unknown; active?: unknown }[]).filter((m) => m.name === model && Number.isInteger(m.version));
+  // The agent flags the version its unversioned requests go to; older agents only say ready.
+  const active = mine.find((m) => m.active === true) ?? mine.find((m) => m.state === 'active') ?? mine.filter((m) => m.state === 'ready').sort((a, b) => Number(b.version) - Number(a.version))[0];
   return active ? Number(active.version) : null;
 }
 
@@ -209,9 +210,10 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
           return true;
         }
         if (r.state === 'paused') return false;
-        // A device that was offline when its stage took it (only when no online one was left) does not hold
-        // the rollout while it stays offline: it keeps its desired state and reports when it is back. One that
-        // was online holds its stage (a fleet restart makes every device look offline for a moment).
+        // A device that was offline when its stage took it (only when no online one was left) does not hold its
+        // stage back while it stays offline: it keeps its desired state and reports when it is back (completion,
+        // below, still waits for it). One that was online holds its stage (a fleet restart makes every device look
+        // offline for a moment).
         const settled = inStage.every((d) => SETTLED.includes(d.state) || (d.state === 'pending' && d.reason === OFFLINE_AT_START && !online.has(d.deviceId)));
         if (!settled) return false;
         if (r.currentStage >= r.stages.length - 1) {

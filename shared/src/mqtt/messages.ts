@@ -88,6 +88,8 @@ export const ReportedModelSchema = z.strictObject({
   name,
   version,
   state: z.string().max(32),
+  /** True for the version unversioned requests go to (during probation the previous one is loaded too). */
+  active: z.boolean().optional(),
   provider: z.string().max(32).nullable(),
   error: z.string().max(2000).nullable(),
 });
