@@ -47,7 +47,9 @@ export interface PhaseFigures {
   /** Devices that did not finish (download error, bad hash, bad signature). */
   errors: number;
   firstError: string | undefined;
-  /** Artifact responses of the fleet during the phase, by HTTP status. */
+  /** Artifact requests the fleet received during the phase (one per device expected). */
+  artifactRequests: number;
+  /** Their responses, by HTTP status (a response that closes after the phase ends counts in the next one). */
   artifactResponses: Record<string, number>;
 }
 
@@ -56,7 +58,8 @@ export interface RolloutFigures extends PhaseFigures {
   state: string;
   /** POST /rollouts sent → its 201 (the fleet signs and publishes every device's desired state inside it). */
   createRequestMs: number;
-  /** → the desired message reached a device, p50 and max over devices. */
+  /** → the desired message reached a device: the first, p50 and max over devices. */
+  desiredMinMs: number | undefined;
   desiredP50Ms: number | undefined;
   desiredMaxMs: number | undefined;
   /** → the last device's `committed` transition acknowledged (PUBACK) by the broker. */
@@ -116,8 +119,8 @@ interface RunningFleet {
   httpUrl: string;
   adminToken: string;
   api(method: string, route: string, body?: unknown): Promise<{ status: number; body: any }>;
-  /** Artifact responses by status since the fleet started. */
-  artifactResponses: Record<string, number>;
+  /** Artifact requests received, and responses by status, since the fleet started. */
+  artifact: { requests: number; responses: Record<string, number> };
   stop(): Promise<void>;
 }
 
@@ -132,14 +135,15 @@ async function startFleet(dir: string, logFile: string): Promise<RunningFleet> {
     throw err;
   }
   const adminToken = readFileSync(fleet.adminTokenFile, 'utf8').trim();
-  const artifactResponses: Record<string, number> = {};
+  const artifact = { requests: 0, responses: {} as Record<string, number> };
   // The raw server's event sees every request without touching the app (hooks cannot be added after listen).
   fleet.http.server.on('request', (req, res) => {
     if (!req.url?.endsWith('/artifact')) return;
-    res.once('close', () => (artifactResponses[res.statusCode] = (artifactResponses[res.statusCode] ?? 0) + 1));
+    artifact.requests++;
+    res.once('close', () => (artifact.responses[res.statusCode] = (artifact.responses[res.statusCode] ?? 0) + 1));
   });
   return {
-    fleet, httpUrl: urls.httpUrl, adminToken, artifactResponses,
+    fleet, httpUrl: urls.httpUrl, adminToken, artifact,
     async api(method, route, body) {
       const res = await fetch(`${urls.httpUrl}${route}`, {
         method, headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -193,7 +197,7 @@ function delta(after: Record<string, number>, before: Record<string, number>): R
 }
 
 /** Figures of one phase from the devices' runs; `startAt` and `endAt` are epoch ms. */
-function figures(runs: DeviceRun[], startAt: number, endAt: number, responses: Record<string, number>): PhaseFigures {
+function figures(runs: DeviceRun[], startAt: number, endAt: number, f: RunningFleet, before: RunningFleet['artifact']): PhaseFigures {
   const firsts = runs.map((r) => r.firstByteAt).filter((t): t is number => t !== undefined);
   const lasts = runs.map((r) => r.downloadedAt).filter((t): t is number => t !== undefined);
   const durations = runs.filter((r) => r.firstByteAt !== undefined && r.downloadedAt !== undefined).map((r) => r.downloadedAt! - r.firstByteAt!);
@@ -206,20 +210,21 @@ function figures(runs: DeviceRun[], startAt: number, endAt: number, responses: R
     firstByteMs: first === undefined ? undefined : first - startAt, totalMs: endAt - startAt, lastByteMs: last === undefined ? undefined : last - startAt,
     downloadP50Ms: d?.p50Ms, downloadMaxMs: d?.maxMs, bytes,
     bytesPerS: first !== undefined && last !== undefined && last > first ? (bytes / (last - first)) * 1000 : undefined,
-    errors: failed.length, firstError: failed[0]?.error, artifactResponses: responses,
+    errors: failed.length, firstError: failed[0]?.error,
+    artifactRequests: f.artifact.requests - before.requests, artifactResponses: delta(f.artifact.responses, before.responses),
   };
 }
 
 async function baselinePhase(f: RunningFleet, child: ChildProcess, v: HeavyVersion): Promise<PhaseFigures> {
-  const before = { ...f.artifactResponses };
+  const before = { requests: f.artifact.requests, responses: { ...f.artifact.responses } };
   const sha256 = v.manifest.sha256;
   const r = await ask<DownloadsResult>(child, { type: 'baseline', path: `/api/v1/models/${HEAVY_MODEL}/versions/${v.version}/artifact`, sha256, size: v.bytes.length });
   const end = Math.max(...r.devices.map((d) => d.downloadedAt ?? d.startAt));
-  return figures(r.devices, r.startedAt!, end, delta(f.artifactResponses, before));
+  return figures(r.devices, r.startedAt!, end, f, before);
 }
 
 async function rolloutPhase(f: RunningFleet, child: ChildProcess, v: HeavyVersion, deviceIds: string[], timeoutMs: number): Promise<RolloutFigures> {
-  const before = { ...f.artifactResponses };
+  const before = { requests: f.artifact.requests, responses: { ...f.artifact.responses } };
   // Waiting is keyed by version, so the devices may see the desired message before or after this arrives.
   const devicesDone = ask<DownloadsResult>(child, { type: 'await-version', model: HEAVY_MODEL, version: v.version, timeoutMs });
   // When the rollout fails first this answer is never read; the child is killed after it.
@@ -229,24 +234,27 @@ async function rolloutPhase(f: RunningFleet, child: ChildProcess, v: HeavyVersio
   const createRequestMs = performance.now() - t0;
   if (created.status !== 201) throw new Error(`POST /api/v1/rollouts answered ${created.status}: ${JSON.stringify(created.body).slice(0, 300)}`);
   const id = created.body.id as string;
+  // The devices say when they are done; only then is the rollout read back, so no GET (a view of every device)
+  // competes with the rollout on the fleet's event loop while it runs. The end time is the fleet's own stamp.
+  const r = await devicesDone;
   const deadline = performance.now() + timeoutMs;
   let view = created.body as { state: string; createdAt: string; finishedAt: string | null; reason: string | null };
   while (!FINISHED.has(view.state)) {
-    if (performance.now() > deadline) throw new Error(`rollout ${id} still ${view.state} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    if (performance.now() > deadline) throw new Error(`rollout ${id} still ${view.state} ${timeoutMs} ms after its devices finished`);
     const got = await f.api('GET', `/api/v1/rollouts/${id}`);
     if (got.status !== 200) throw new Error(`GET /api/v1/rollouts/${id} answered ${got.status}`);
     view = got.body;
+    if (!FINISHED.has(view.state)) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   if (view.state !== 'completed') throw new Error(`rollout ${id} ended ${view.state}: ${view.reason ?? ''}`);
-  const r = await devicesDone;
   // The fleet's own stamps (ms, its clock = this machine's) bound the rollout: created → completed.
   const start = Date.parse(view.createdAt);
-  const fig = figures(r.devices, start, Date.parse(view.finishedAt!), delta(f.artifactResponses, before));
+  const fig = figures(r.devices, start, Date.parse(view.finishedAt!), f, before);
   const desired = summarise(r.devices.map((d) => d.startAt - start));
+  const firstDesiredMs = desired.minMs;
   const commits = r.devices.map((d) => d.committedAt).filter((t): t is number => t !== undefined);
   return {
-    ...fig, rolloutId: id, state: view.state, createRequestMs, desiredP50Ms: desired.p50Ms, desiredMaxMs: desired.maxMs,
+    ...fig, rolloutId: id, state: view.state, createRequestMs, desiredMinMs: firstDesiredMs, desiredP50Ms: desired.p50Ms, desiredMaxMs: desired.maxMs,
     lastCommitMs: commits.length > 0 ? Math.max(...commits) - start : undefined, badSignatures: r.badSignatures, hashMismatches: r.hashMismatches, linkCloses: r.linkCloses,
   };
 }

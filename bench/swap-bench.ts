@@ -56,8 +56,11 @@ export interface SwapTiming {
   from: number;
   to: number;
   stageMs: number;
+  /** The part of the call that ran before it returned its promise: it blocked the agent's event loop. */
+  stageSyncMs: number;
   activateMs: number;
   retireMs: number;
+  retireSyncMs: number;
 }
 
 export interface SwapResult {
@@ -192,12 +195,16 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
       while (done < opts.swaps || performance.now() - t0 < opts.minSwapWindowS * 1000) {
         const to = active === 1 ? 2 : 1;
         const a = performance.now();
-        await agent.models.stage(MODEL, dirs.get(to)!);
+        const staging = agent.models.stage(MODEL, dirs.get(to)!);
+        const stageSyncMs = performance.now() - a;
+        await staging;
         const b = performance.now();
         agent.models.activate(MODEL, to);
         const c = performance.now();
-        await agent.models.retire(MODEL, active);
-        result.swaps.push({ from: active, to, stageMs: b - a, activateMs: c - b, retireMs: performance.now() - c });
+        const retiring = agent.models.retire(MODEL, active);
+        const retireSyncMs = performance.now() - c;
+        await retiring;
+        result.swaps.push({ from: active, to, stageMs: b - a, stageSyncMs, activateMs: c - b, retireMs: performance.now() - c, retireSyncMs });
         active = to;
         done++;
       }

@@ -71,11 +71,11 @@ export function renderUpdatesMarkdown(r: UpdatesReport): string {
     }
     out.push('');
     out.push('Medians over the reps (each rep rolls out a new version, right after its own baseline). Rollout times run from the fleet\'s createdAt to its finishedAt (state completed, read back with GET /api/v1/rollouts/{id}); “first byte” is the first artifact byte a device received. Baseline: the same devices GET the same artifact at once with plain HTTP and Basic auth (no MQTT, no rollout), hashing as they read; its end is the last download hashed. MB/s = artifact bytes received by all devices ÷ (first byte → last byte).', '');
-    out.push('| Devices | Rep | Version | Create request ms | → desired p50 / max ms | → first byte ms | → last byte ms | → last commit PUBACK ms | → completed ms | Download p50 / max ms | Baseline ms | Ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('| Devices | Rep | Version | Create request ms | → desired first / p50 / max ms | → first byte ms | → last byte ms | → last commit PUBACK ms | → completed ms | Download p50 / max ms | Baseline ms | Ratio |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const c of r.rollouts) {
       c.reps.forEach((x, i) => {
         const ro = x.rollout;
-        out.push(`| ${c.devices} | ${i + 1} | ${x.version} | ${f(ro?.createRequestMs)} | ${f(ro?.desiredP50Ms)} / ${f(ro?.desiredMaxMs)} | ${f(ro?.firstByteMs)} | ${f(ro?.lastByteMs)} | ${f(ro?.lastCommitMs)} | ${f(ro?.totalMs)} | ${f(ro?.downloadP50Ms)} / ${f(ro?.downloadMaxMs)} | ${f(x.baseline.totalMs)} | ${ratio(x.ratio)} |`);
+        out.push(`| ${c.devices} | ${i + 1} | ${x.version} | ${f(ro?.createRequestMs)} | ${f(ro?.desiredMinMs)} / ${f(ro?.desiredP50Ms)} / ${f(ro?.desiredMaxMs)} | ${f(ro?.firstByteMs)} | ${f(ro?.lastByteMs)} | ${f(ro?.lastCommitMs)} | ${f(ro?.totalMs)} | ${f(ro?.downloadP50Ms)} / ${f(ro?.downloadMaxMs)} | ${f(x.baseline.totalMs)} | ${ratio(x.ratio)} |`);
       });
     }
     out.push('');
@@ -101,11 +101,15 @@ export function renderUpdatesMarkdown(r: UpdatesReport): string {
     out.push('');
     out.push(`p99 during swaps ÷ steady p99 (pooled): **${ratio(s.p99Ratio)}** (p50: ${ratio(s.p50Ratio)}); steady p99 moved ${f(s.steadyDriftPct, 0)} % from the first round to the last. CPU: % of one core; Agent = this process (agent, its session threads, the swap calls), Load = the client process, Other = the rest of the machine (⚠ above 25 %).`, '');
     if (s.stage) {
-      out.push('| Swap step | n | p50 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|');
-      for (const [name, l] of [['models.stage (load + warm-up)', s.stage], ['models.activate (pointer flip)', s.activate], ['models.retire (drain + release)', s.retire]] as const) {
-        if (l) out.push(`| ${name} | ${l.n} | ${f(l.p50Ms)} | ${f(l.p99Ms)} | ${f(l.maxMs)} |`);
-      }
-      out.push('');
+      const sync = (key: 'stageSyncMs' | 'retireSyncMs') => {
+        const v = s.swaps.map((x) => x[key]);
+        return `${f(Math.max(...v))}`;
+      };
+      out.push('| Swap step | n | p50 ms | p99 ms | max ms | longest synchronous part ms |', '|---|---:|---:|---:|---:|---:|');
+      out.push(`| models.stage (read, hash, session thread, warm-up) | ${s.stage.n} | ${f(s.stage.p50Ms)} | ${f(s.stage.p99Ms)} | ${f(s.stage.maxMs)} | ${sync('stageSyncMs')} |`);
+      if (s.activate) out.push(`| models.activate (pointer flip) | ${s.activate.n} | ${f(s.activate.p50Ms)} | ${f(s.activate.p99Ms)} | ${f(s.activate.maxMs)} | ${f(s.activate.maxMs)} |`);
+      if (s.retire) out.push(`| models.retire (drain + release) | ${s.retire.n} | ${f(s.retire.p50Ms)} | ${f(s.retire.p99Ms)} | ${f(s.retire.maxMs)} | ${sync('retireSyncMs')} |`);
+      out.push('', 'Synchronous part: the time a call took before it returned its promise, during which the agent could not serve.', '');
     }
   }
 

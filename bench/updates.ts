@@ -63,8 +63,9 @@ async function main(): Promise<number> {
         const ro = rep.rollout;
         if (ro && ro.errors > 0) failures.push(`rollout ${ro.rolloutId} to ${n} devices: ${ro.errors} devices failed (${ro.firstError}); ${ro.badSignatures} bad signatures, ${ro.hashMismatches} hash mismatches`);
         if (ro && ro.linkCloses > 0) warnings.push(`rollout ${ro.rolloutId} to ${n} devices: ${ro.linkCloses} device connections closed during it`);
-        const gets = Object.values(ro?.artifactResponses ?? {}).reduce((a, b) => a + b, 0);
-        if (ro && gets !== n) warnings.push(`rollout ${ro.rolloutId} to ${n} devices: the fleet answered ${gets} artifact requests (${JSON.stringify(ro.artifactResponses)}), expected one per device`);
+        for (const [what, p] of [['baseline', rep.baseline], ['rollout', ro]] as const) {
+          if (p && p.artifactRequests !== n) warnings.push(`${what} of v${rep.version} to ${n} devices: the fleet received ${p.artifactRequests} artifact requests, expected one per device`);
+        }
       }
     }
     notes.push(

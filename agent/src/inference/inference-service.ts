@@ -154,6 +154,7 @@ export class InferenceService {
     this.metrics.requests.inc(labels);
     const observed: Observed = {};
     let ok = false;
+    let code: string | undefined;
     // Before any await: the caller resolved `served` in this same tick, so a retire() that takes the version out of
     // service afterwards sees this request and waits for it; entered right before `try` so it is always left.
     served.inFlight?.enter();
@@ -164,14 +165,14 @@ export class InferenceService {
       this.state.count(served.name, served.version, true);
       return result;
     } catch (err) {
-      const code = isAgentError(err) ? err.code : 'AGENT_INTERNAL';
+      code = isAgentError(err) ? err.code : 'AGENT_INTERNAL';
       this.metrics.failures.inc({ ...labels, code });
       this.state.count(served.name, served.version, false);
       throw err;
     } finally {
       served.inFlight?.leave();
       const seconds = end();
-      if (this.observer) this.observe({ model: served.name, version: served.version, ok, latencyMs: seconds * 1000, ...observed });
+      if (this.observer) this.observe({ model: served.name, version: served.version, ok, latencyMs: seconds * 1000, ...observed, ...(code === undefined ? {} : { code }) });
     }
   }
 

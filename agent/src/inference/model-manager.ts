@@ -285,6 +285,18 @@ export class ModelManager {
     await done;
   }
 
+  /**
+   * Takes a version out of service even when it is the active one (the update machine rolling back a first
+   * install, or a model the fleet no longer wants): unversioned requests then get another ready version, or 404
+   * when none is left.
+   */
+  async unload(name: string, version: number): Promise<void> {
+    const served = this.models.get(name)?.get(version);
+    if (this.pointers.get(name) === version) this.pointers.delete(name);
+    if (served && served.state === 'ready') served.staged = true; // never the implicit active version again
+    await this.retire(name, version);
+  }
+
   async loadVersion(name: string, dir: VersionDir): Promise<ServedVersion> {
     const served = this.register(name, dir.version);
     try {

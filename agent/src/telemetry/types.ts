@@ -4,6 +4,8 @@ export interface RequestObservation {
   version: number;
   /** False when the request failed (bad input, overload, timeout, runtime error). */
   ok: boolean;
+  /** The error code of a failed request (the agent's catalog, agent/src/errors.ts). */
+  code?: string;
   /** Whole request, from validation to the answer, in ms. */
   latencyMs: number;
   /** Time waiting in the batcher's queue, in ms (only for requests that reached it). */

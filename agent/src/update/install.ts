@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DesiredModel } from '../../../shared/src/mqtt/messages.js';
 import type { VersionDir } from '../repository/scan.js';
@@ -15,9 +15,8 @@ export function installVersion(verifiedFile: string, versionDir: string, entry: 
   const tmp = path.join(modelDir, `.install-${entry.version}-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
-  const manifest = { ...(entry.manifest ?? {}), name: entry.name, version: entry.version, sha256: entry.sha256 };
-  writeDurably(path.join(tmp, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-  renameSync(verifiedFile, path.join(tmp, 'model.onnx'));
+  writeDurably(path.join(tmp, 'manifest.json'), `${JSON.stringify(installedManifest(entry), null, 2)}\n`);
+  moveFile(verifiedFile, path.join(tmp, 'model.onnx'));
   fsyncPath(path.join(tmp, 'model.onnx'));
   fsyncPath(tmp);
   // A version directory left by an earlier install of the same version (same sha256, or the runner would not be
@@ -26,6 +25,23 @@ export function installVersion(verifiedFile: string, versionDir: string, entry: 
   renameSync(tmp, versionDir);
   fsyncPath(modelDir);
   return { version: entry.version, dir: versionDir, modelPath: path.join(versionDir, 'model.onnx'), manifestPath: path.join(versionDir, 'manifest.json') };
+}
+
+/** The manifest installed beside a version: the signed one, with the identity fields the loader checks. */
+export function installedManifest(entry: DesiredModel): Record<string, unknown> {
+  return { ...(entry.manifest ?? {}), name: entry.name, version: entry.version, sha256: entry.sha256 };
+}
+
+/** rename, or copy + fsync + unlink when the repository is on another filesystem than the staging directory. */
+function moveFile(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    copyFileSync(from, to);
+    fsyncPath(to);
+    unlinkSync(from);
+  }
 }
 
 /** The installed version directory, when it exists with a model file. */

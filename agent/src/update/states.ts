@@ -49,7 +49,7 @@ export function assertTransition(from: UpdateState, to: UpdateState): void {
  */
 export type UpdateReason =
   | 'unsigned' | 'bad_signature' | 'expired' | 'unsafe_name' | 'manifest_mismatch'
-  | 'disk_budget' | 'disk_full' | 'download_failed' | 'too_long'
+  | 'disk_budget' | 'disk_full' | 'download_failed' | 'too_long' | 'bad_url'
   | 'size_mismatch' | 'hash_mismatch' | 'install_failed'
   | 'load_failed' | 'golden_mismatch'
   | 'error_rate' | 'latency' | 'crash_loop' | 'model_failed'

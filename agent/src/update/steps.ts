@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { canonicalJson } from '../../../shared/src/signing.js';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { DesiredMessage } from '../../../shared/src/mqtt/messages.js';
@@ -8,7 +9,7 @@ import type { ModelManager } from '../inference/model-manager.js';
 import type { Credentials } from '../link/credentials.js';
 import { checkDiskBudget, DiskBudgetError } from './disk.js';
 import { downloadArtifact, DownloadError } from './download.js';
-import { installedVersion, installVersion } from './install.js';
+import { installedManifest, installedVersion, installVersion } from './install.js';
 import type { UpdateReason } from './states.js';
 import type { UpdateRow, UpdateStore } from './update-store.js';
 import { safeVersionDir, verifyArtifact, VerifyError } from './verify.js';
@@ -62,9 +63,15 @@ export async function download(deps: StepDeps, row: UpdateRow, signal: AbortSign
     if (err instanceof DiskBudgetError) throw new StepError(err.code, err.message);
     throw err;
   }
+  // The URL is not signed (the bytes are, by sha256): it may only lead to the fleet this box enrolled with, so the
+  // device's credentials never go anywhere else.
+  const url = new URL(row.entry.url, credentials.fleetUrl);
+  if (url.origin !== new URL(credentials.fleetUrl).origin) {
+    throw new StepError('bad_url', `the artifact URL ${url.origin} is not the fleet's (${new URL(credentials.fleetUrl).origin}); refused`);
+  }
   try {
     await downloadArtifact({
-      url: new URL(row.entry.url, credentials.fleetUrl).toString(),
+      url: url.toString(),
       file: part, size: row.size, sha256: row.sha256,
       auth: { username: credentials.deviceId, password: credentials.secret },
       signal, onProgress: (received) => onProgress(received),
@@ -91,7 +98,11 @@ export async function verifyAndInstall(deps: StepDeps, row: UpdateRow): Promise<
   const { config } = deps;
   const versionDir = safeVersionDir(config.modelRepository, row.model, row.version);
   const installed = installedVersion(versionDir, row.version);
-  if (installed && (await isIntact(installed.modelPath, row))) return;
+  if (installed && (await isIntact(installed.modelPath, row))) {
+    // The bytes are right; the manifest beside them must be the signed one too (U6), or it is rewritten.
+    rewriteManifestIfChanged(installed.manifestPath ?? path.join(versionDir, 'manifest.json'), row);
+    return;
+  }
   const part = partFile(config, row);
   if (!existsSync(part)) throw new StepError('install_failed', 'the downloaded file is gone; the next deployment downloads it again');
   try {
@@ -131,6 +142,7 @@ export async function stage(deps: StepDeps, row: UpdateRow): Promise<void> {
  * expression the agent cannot read fails the deployment rather than activating outside the intended hours.
  */
 export function waitForWindow(window: DesiredMessage['maintenanceWindow'], signal: AbortSignal, onWaiting: (next: Date | null) => void): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
   const problem = validateWindow(window);
   if (problem) return Promise.reject(new StepError('bad_window', `maintenance window ${JSON.stringify(window)}: ${problem}`));
   if (inWindow(window, new Date())) return Promise.resolve();
@@ -171,4 +183,19 @@ function fileSize(file: string): number {
   } catch {
     return 0;
   }
+}
+
+/** Writes the signed manifest over an installed one that differs from it (hand-edited, or from another release). */
+function rewriteManifestIfChanged(file: string, row: UpdateRow): void {
+  const wanted = installedManifest(row.entry);
+  let current: unknown;
+  try {
+    current = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    current = undefined;
+  }
+  if (current !== undefined && canonicalJson(current) === canonicalJson(wanted)) return;
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(wanted, null, 2)}\n`);
+  renameSync(tmp, file);
 }

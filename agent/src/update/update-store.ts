@@ -78,6 +78,18 @@ export class UpdateStore {
     })();
   }
 
+  /**
+   * The same version and bytes under a newer deployment (re-signed, or a new rollout of it): the row in progress
+   * takes the new entry, counter and rollout id, and the highest counter rises, in one transaction.
+   */
+  adopt(id: number, entry: DesiredModel): UpdateRow {
+    return this.db.transaction(() => {
+      this.db.prepare('UPDATE updates SET deployment = ?, rollout = ?, entry = ?, updated_at = ? WHERE id = ?').run(entry.deployment, entry.rollout, JSON.stringify(entry), this.now(), id);
+      this.raiseHighest(entry.name, entry.deployment);
+      return this.get(id)!;
+    })();
+  }
+
   /** A new attempt at a failed deployment: a fresh row (state idle) with the same signed entry. */
   retry(row: UpdateRow): UpdateRow {
     const now = this.now();
@@ -109,7 +121,7 @@ export class UpdateStore {
 
   /** Deployments not in a terminal state, oldest first (resumed at boot). */
   unfinished(): UpdateRow[] {
-    const rows = this.db.prepare('SELECT * FROM updates ORDER BY id').all() as RawRow[];
+    const rows = this.db.prepare(`SELECT * FROM updates WHERE state NOT IN ('committed', 'rolled_back', 'failed') ORDER BY id`).all() as RawRow[];
     return rows.map(toRow).filter((r) => !TERMINAL.has(r.state));
   }
 

@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CmdMessage, DesiredMessage, DesiredModel } from '../../../shared/src/mqtt/messages.js';
@@ -13,7 +13,7 @@ import type { RequestObservation } from '../telemetry/types.js';
 import { collectGarbage, installedVersion } from './install.js';
 import { ProbationMonitor, type ProbationPolicy } from './probation.js';
 import { SERVING_NEW, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
-import { download, partFile, stage, StepError, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
+import { download, partFile, stage, stagingDir, StepError, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
 import { UpdateStore, type UpdateRow } from './update-store.js';
 import { checkDeployment, safeVersionDir } from './verify.js';
 import { runCommand } from './commands.js';
@@ -52,6 +52,10 @@ export class Updater {
   private stopped = false;
   /** Set by boot(): before it, models are still loading and a desired state is only kept. */
   private booted = false;
+  private markBooted: () => void = () => undefined;
+  private readonly bootedPromise = new Promise<void>((resolve) => {
+    this.markBooted = resolve;
+  });
   /** Entries refused before they were accepted (bad signature, expired …), so each is reported once. */
   private readonly refused = new Set<string>();
   private readonly progress = new Map<number, { received: number; waitingFor: string | null }>();
@@ -99,8 +103,23 @@ export class Updater {
     for (const row of this.store.unfinished()) {
       if (row.state === 'probation') this.startProbation(row);
     }
+    this.removeOrphanParts();
     this.booted = true;
+    this.markBooted();
     this.reconcile();
+  }
+
+  /** Partial downloads no deployment in progress owns (abandoned before a crash) would count against the disk budget. */
+  private removeOrphanParts(): void {
+    const owned = new Set(this.store.unfinished().map((r) => path.basename(partFile(this.deps.config, r))));
+    const dir = stagingDir(this.deps.config);
+    let files: string[] = [];
+    try {
+      files = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const f of files) if (f.endsWith('.part') && !owned.has(f)) rmSync(path.join(dir, f), { force: true });
   }
 
   /** A newer desired state from the fleet (the link dedups by revision). */
@@ -125,7 +144,37 @@ export class Updater {
         this.deps.log.error({ model: entry.name, err: (err as Error).message }, 'reconcile failed for a model');
       }
     }
+    // A fleet-managed model (one the update machine installed) that the desired state no longer names is removed:
+    // a rollout rolling back a box's first install of it. Models placed in the repository by hand are left alone.
+    const wanted = new Set(this.desired.models.map((m) => m.name));
+    for (const p of this.store.pointers()) {
+      if (wanted.has(p.model) || (p.active === null && !this.store.unfinished().some((r) => r.model === p.model))) continue;
+      this.fire(this.remove(p.model), `removing ${p.model}`);
+    }
     this.kick();
+  }
+
+  /** Unloads a model the fleet no longer wants and deletes its files; an update in progress for it ends first. */
+  private async remove(model: string): Promise<void> {
+    const latest = this.store.latest(model);
+    if (latest && !TERMINAL.has(latest.state)) {
+      if (this.current?.id === latest.id) this.current.abort.abort(new StepError('operator', 'the fleet no longer wants this model'));
+      else if (SERVING_NEW.has(latest.state)) await this.rollback(latest, 'operator', 'the fleet no longer wants this model');
+      else if (latest.state !== 'rolling_back') this.move(latest, 'failed', { reason: 'operator', detail: 'the fleet no longer wants this model' });
+    }
+    const pointer = this.store.pointer(model);
+    if (!pointer || (pointer.active === null && pointer.previous === null)) return;
+    this.store.setPointer(model, null, null);
+    for (const v of this.deps.models.versionsOf(model) ?? []) await this.deps.models.unload(model, v.version).catch(() => undefined);
+    rmSync(path.join(this.deps.config.modelRepository, model), { recursive: true, force: true });
+    this.deps.log.warn({ model, was: pointer.active }, 'model removed: the fleet no longer wants it');
+    this.deps.events.emit({ kind: 'update.removed', severity: 'warn', message: `${model} removed: the fleet's desired state no longer names it`, data: { model, version: pointer.active } });
+    this.changed();
+  }
+
+  /** Runs a background step of the machine, logging instead of letting an error reach the process. */
+  private fire(p: Promise<unknown>, what: string): void {
+    p.catch((err: unknown) => this.deps.log.error({ err: (err as Error).message, what }, 'update machine step failed'));
   }
 
   private reconcileOne(entry: DesiredModel): void {
@@ -133,6 +182,7 @@ export class Updater {
     const pointer = this.store.pointer(entry.name);
     const latest = this.store.latest(entry.name);
     if (latest?.deployment === entry.deployment) return; // this deployment is known (running or done)
+    if (pointer && entry.deployment === pointer.highestDeployment) return; // known: it was adopted or already served
     if (pointer && entry.deployment < pointer.highestDeployment) {
       this.refuse(entry, 'replay', `deployment ${entry.deployment} is older than ${pointer.highestDeployment}, the newest accepted for ${entry.name}: a replayed manifest`);
       return;
@@ -145,14 +195,16 @@ export class Updater {
     const active = this.deps.models.active(entry.name);
     const unfinished = latest && !TERMINAL.has(latest.state) ? latest : undefined;
     if (unfinished && unfinished.version === entry.version && unfinished.sha256 === entry.sha256) {
-      // The same version re-signed (the fleet refreshes entries before they expire): the deployment in progress goes on.
-      this.store.raiseHighest(entry.name, entry.deployment);
+      // The same version under a new deployment (re-signed before expiry, or a new rollout of it): the deployment in
+      // progress goes on and takes the new entry, so its events name the new rollout.
+      const adopted = this.store.adopt(unfinished.id, entry);
+      if (adopted.rollout !== unfinished.rollout) this.report(adopted, adopted.state);
       return;
     }
     if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === unfinished.previousVersion) {
       // The fleet wants the version this box just left (a rollout rolling back): the quick way back.
       this.store.raiseHighest(entry.name, entry.deployment);
-      void this.rollback(unfinished, 'operator', `the fleet asked for version ${entry.version} again`);
+      this.rollbackNow(unfinished, 'operator', `the fleet asked for version ${entry.version} again`);
       return;
     }
     if (unfinished) this.supersede(unfinished);
@@ -173,10 +225,16 @@ export class Updater {
     log.info({ model: entry.name, version: entry.version, deployment: entry.deployment, rollout: entry.rollout }, 'deployment accepted');
   }
 
+  /** Rolls a deployment back now; the runner's own row is aborted instead, and its catch rolls back. */
+  private rollbackNow(row: UpdateRow, reason: UpdateReason, detail: string): void {
+    if (this.current?.id === row.id) this.current.abort.abort(new StepError(reason, detail));
+    else this.fire(this.rollback(row, reason, detail), 'rollback');
+  }
+
   /** A newer deployment replaces one in progress: before activation it is abandoned, after it is rolled back. */
   private supersede(row: UpdateRow): void {
     if (this.current?.id === row.id) this.current.abort.abort(new StepError('superseded', 'a newer deployment replaced this one'));
-    else if (SERVING_NEW.has(row.state)) void this.rollback(row, 'superseded', 'a newer deployment replaced this one');
+    else if (SERVING_NEW.has(row.state)) this.fire(this.rollback(row, 'superseded', 'a newer deployment replaced this one'), 'rollback');
     else if (!TERMINAL.has(row.state) && row.state !== 'rolling_back') this.move(row, 'failed', { reason: 'superseded', detail: 'a newer deployment replaced this one' });
   }
 
@@ -199,7 +257,7 @@ export class Updater {
       this.again = true;
       return;
     }
-    this.loop = this.runLoop().finally(() => {
+    this.loop = this.runLoop().catch((err: unknown) => this.deps.log.error({ err: (err as Error).message }, 'update runner stopped on an error; the next desired state or restart resumes it')).finally(() => {
       this.loop = undefined;
       if (this.again && !this.stopped) {
         this.again = false;
@@ -231,20 +289,24 @@ export class Updater {
       if (row.state === 'downloading') {
         this.steps.fault?.('downloading', row);
         await download(this.steps, row, abort.signal, (received) => this.setProgress(row, received));
+        abort.signal.throwIfAborted();
         row = this.move(row, 'verifying');
       }
       if (row.state === 'verifying') {
         this.steps.fault?.('verifying', row);
         await verifyAndInstall(this.steps, row);
+        abort.signal.throwIfAborted();
         row = this.move(row, 'staging');
       }
       if (row.state === 'staging') {
         this.steps.fault?.('staging', row);
         await stage(this.steps, row);
+        abort.signal.throwIfAborted();
         await waitForWindow(this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
           const waiting = `waiting for the maintenance window${next ? ` (next ${next.toISOString()})` : ''}`;
           this.progress.set(row.id, { received: row.size, waitingFor: waiting });
         });
+        abort.signal.throwIfAborted();
         row = this.move(row, 'activating');
       }
       if (row.state === 'activating') {
@@ -264,7 +326,10 @@ export class Updater {
   }
 
   /** activating → probation: the pointer flips in memory, then the new pointer and state are written together. */
-  private activate(row: UpdateRow): void {
+  private activate(start: UpdateRow): void {
+    // Re-read: a rollback or removal may have ended this deployment while it was being staged.
+    const row = this.store.get(start.id)!;
+    if (row.state !== 'activating') throw new StepError('superseded', `the deployment is ${row.state}, no longer activating`);
     const previous = this.deps.models.active(row.model)?.version ?? null;
     const prev = previous === row.version ? row.previousVersion : previous;
     this.steps.fault?.('activating', row);
@@ -277,9 +342,18 @@ export class Updater {
 
   private startProbation(row: UpdateRow): void {
     const policy = this.policy();
-    this.monitor.start(row.model, row.version, row.previousVersion, policy);
+    this.monitor.start(row.model, row.version, this.previousOf(row), policy);
     this.judgeTimer ??= setInterval(() => this.judge(), JUDGE_INTERVAL_MS);
     this.judgeTimer.unref();
+  }
+
+  /** The version this deployment would roll back to: after the flip the pointer's previous (written with it) is the truth. */
+  private previousOf(row: UpdateRow): number | null {
+    if (row.state === 'probation' || row.state === 'rolling_back' || row.state === 'committed') {
+      const p = this.store.pointer(row.model);
+      if (p && p.active === row.version) return p.previous;
+    }
+    return row.previousVersion !== row.version ? row.previousVersion : null;
   }
 
   private policy(): ProbationPolicy {
@@ -301,38 +375,38 @@ export class Updater {
     for (const row of onProbation) {
       const served = this.deps.models.versionsOf(row.model)?.find((v) => v.version === row.version);
       if (served?.state === 'failed') {
-        void this.rollback(row, 'model_failed', served.error ?? 'the new version stopped serving');
+        this.fire(this.rollback(row, 'model_failed', served.error ?? 'the new version stopped serving'), 'rollback');
         continue;
       }
       const verdict = this.monitor.judge(row.model);
-      if (verdict.verdict === 'rollback') void this.rollback(row, verdict.reason, verdict.detail);
-      else if (verdict.verdict === 'commit') void this.commit(row, `${verdict.requests} requests, ${verdict.failures} failed${verdict.p95Ms === null ? '' : `, p95 ${verdict.p95Ms.toFixed(1)} ms`}`);
+      if (verdict.verdict === 'rollback') this.fire(this.rollback(row, verdict.reason, verdict.detail), 'rollback');
+      else if (verdict.verdict === 'commit') this.fire(this.commit(row, `${verdict.requests} requests, ${verdict.failures} failed${verdict.p95Ms === null ? '' : `, p95 ${verdict.p95Ms.toFixed(1)} ms`}`), 'commit');
     }
   }
 
   /** probation → committed: the previous version's sessions go (its files stay for a rollback), older files are deleted. */
   private async commit(row: UpdateRow, detail: string): Promise<void> {
     this.monitor.stop(row.model);
-    const pointer = this.store.pointer(row.model);
-    const moved = this.move(row, 'committed', { detail, pointer: { active: row.version, previous: pointer?.previous ?? row.previousVersion } });
+    const previous = this.previousOf(row);
+    this.move(row, 'committed', { detail, pointer: { active: row.version, previous } });
     this.deps.log.info({ model: row.model, version: row.version, detail }, 'update committed');
-    const previous = moved.previousVersion;
-    if (previous !== null && previous !== row.version) await this.retire(row.model, previous);
-    this.gc(row.model, [row.version, ...(previous === null ? [] : [previous])]);
+    if (previous !== null) await this.retire(row.model, previous);
+    this.gc(row.model);
   }
 
   /** activating/probation (or an interrupted earlier step) → rolling_back → rolled_back, the previous version serving again. */
   async rollback(row: UpdateRow, reason: UpdateReason, detail: string): Promise<void> {
     const { models, log } = this.deps;
     this.monitor.stop(row.model);
+    const prev = this.previousOf(row);
     const rb = this.move(row, 'rolling_back', { reason, detail });
-    log.warn({ model: row.model, version: row.version, previous: row.previousVersion, reason, detail }, 'rolling back');
-    const prev = row.previousVersion;
+    log.warn({ model: row.model, version: row.version, previous: prev, reason, detail }, 'rolling back');
     try {
-      if (prev !== null && prev !== row.version) {
+      if (prev !== null) {
         if (!models.versionsOf(row.model)?.some((v) => v.version === prev && v.state === 'ready')) {
           const dir = installedVersion(safeVersionDir(this.deps.config.modelRepository, row.model, prev), prev);
-          if (dir) await models.stage(row.model, dir);
+          if (!dir) throw new Error(`version ${prev} is no longer on disk`);
+          await models.stage(row.model, dir);
         }
         models.activate(row.model, prev);
       }
@@ -341,16 +415,18 @@ export class Updater {
       this.move(rb, 'rolled_back', { detail: `${detail}; the previous version could not be loaded: ${(err as Error).message}`, pointer: { active: row.version, previous: null } });
       return;
     }
+    // No previous version (a first install): the model goes away, as it was before the update.
     this.move(rb, 'rolled_back', { pointer: { active: prev, previous: null } });
-    await this.retire(row.model, row.version);
-    rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
+    if (prev === null) await models.unload(row.model, row.version).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'cannot unload'));
+    else await this.retire(row.model, row.version);
+    this.deleteUnlessNeeded(row.model, row.version);
   }
 
   /** Completes a rollback at boot, before anything is loaded: only the pointer and the files change. */
   private finishRollbackOffline(row: UpdateRow): void {
-    const prev = row.previousVersion !== row.version ? row.previousVersion : null;
+    const prev = this.previousOf(row);
     this.move(row, 'rolled_back', { pointer: { active: prev, previous: null } });
-    if (prev !== null || row.state !== 'rolling_back') rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
+    this.deleteUnlessNeeded(row.model, row.version);
   }
 
   private async failed(row: UpdateRow, err: unknown): Promise<void> {
@@ -362,21 +438,29 @@ export class Updater {
     if (TERMINAL.has(current.state)) return;
     log.error({ model: row.model, version: row.version, state: current.state, reason, detail }, 'update step failed');
     if (SERVING_NEW.has(current.state)) return this.rollback(current, reason, detail);
+    // A half-downloaded file is kept only for a retry of the same bytes (network trouble); anything else frees the disk.
+    if (reason !== 'download_failed') rmSync(partFile(this.deps.config, row), { force: true });
     if (current.state === 'verifying' || current.state === 'staging') {
       // Nothing of the new version serves: discard what was staged; the old version never stopped.
       const rb = this.move(current, 'rolling_back', { reason, detail });
       if (this.deps.models.active(row.model)?.version !== row.version) await this.retire(row.model, row.version);
-      if (!this.isKept(row.model, row.version)) rmSync(safeVersionDir(this.deps.config.modelRepository, row.model, row.version), { recursive: true, force: true });
-      rmSync(partFile(this.deps.config, row), { force: true });
       this.move(rb, 'rolled_back');
+      this.deleteUnlessNeeded(row.model, row.version);
       return;
     }
     this.move(current, 'failed', { reason, detail });
   }
 
-  private isKept(model: string, version: number): boolean {
+  /** Versions whose files must stay: active, previous, and every deployment still in progress. */
+  private needed(model: string): number[] {
     const p = this.store.pointer(model);
-    return p?.active === version || p?.previous === version;
+    const inProgress = this.store.unfinished().filter((r) => r.model === model).map((r) => r.version);
+    return [p?.active, p?.previous, ...inProgress].filter((v): v is number => typeof v === 'number');
+  }
+
+  private deleteUnlessNeeded(model: string, version: number): void {
+    if (this.needed(model).includes(version)) return;
+    rmSync(safeVersionDir(this.deps.config.modelRepository, model, version), { recursive: true, force: true });
   }
 
   private async retire(model: string, version: number): Promise<void> {
@@ -386,9 +470,10 @@ export class Updater {
     this.monitor.forget(model, version);
   }
 
-  private gc(model: string, keep: number[]): void {
+  /** Deletes the model's version directories that nothing needs (read now, after any await that came before). */
+  private gc(model: string): void {
     try {
-      const removed = collectGarbage(path.join(this.deps.config.modelRepository, model), keep);
+      const removed = collectGarbage(path.join(this.deps.config.modelRepository, model), this.needed(model));
       if (removed.length > 0) this.deps.log.info({ model, removed }, 'old model versions deleted');
     } catch (err) {
       this.deps.log.warn({ model, err: (err as Error).message }, 'cannot delete old model versions');
@@ -400,12 +485,16 @@ export class Updater {
     const moved = this.store.transition(row.id, to, fields);
     this.deps.metrics?.updateTransitions.inc({ model: moved.model, state: to, reason: moved.state === 'committed' ? '' : moved.reason ?? '' });
     this.report(moved, row.state);
+    this.changed();
+    return moved;
+  }
+
+  private changed(): void {
     try {
       this.deps.onChange?.();
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message }, 'cannot refresh the reported state');
     }
-    return moved;
   }
 
   private report(row: UpdateRow, from: UpdateState): void {
@@ -437,9 +526,11 @@ export class Updater {
   async rollbackModel(model: string): Promise<{ ok: true; from: number; to: number } | { ok: false; message: string }> {
     const { models } = this.deps;
     const latest = this.store.latest(model);
-    if (latest && SERVING_NEW.has(latest.state) && latest.previousVersion !== null) {
-      await this.rollback(latest, 'operator', 'rolled back by the operator');
-      return { ok: true, from: latest.version, to: latest.previousVersion };
+    const back = latest ? this.previousOf(latest) : null;
+    if (latest && SERVING_NEW.has(latest.state) && back !== null) {
+      if (this.current?.id === latest.id) this.current.abort.abort(new StepError('operator', 'rolled back by the operator'));
+      else await this.rollback(latest, 'operator', 'rolled back by the operator');
+      return { ok: true, from: latest.version, to: back };
     }
     const pointer = this.store.pointer(model);
     if (!pointer || pointer.active === null || pointer.previous === null) return { ok: false, message: `${model} has no previous version on this device` };
@@ -461,10 +552,12 @@ export class Updater {
     this.refused.clear();
     for (const p of this.store.pointers()) {
       const latest = this.store.latest(p.model);
-      if (latest?.state === 'failed' && latest.reason !== null && reasons.has(latest.reason)) {
-        this.store.retry(latest);
-        retried++;
-      }
+      if (latest?.state !== 'failed' || latest.reason === null || !reasons.has(latest.reason)) continue;
+      // Only what the fleet still wants, under an entry that still passes its checks (an expired one does not: U4).
+      const entry = this.desired?.models.find((m) => m.name === p.model && m.deployment === latest.deployment);
+      if (!entry || !checkDeployment(entry, { deviceId: this.deps.credentials?.deviceId ?? '', fleetPublicKeyPem: this.deps.credentials?.fleetPublicKey ?? '', now: new Date() }).ok) continue;
+      this.store.retry(latest);
+      retried++;
     }
     this.reconcile();
     return retried;
@@ -472,6 +565,8 @@ export class Updater {
 
   /** rollback / reload / diagnostics from the fleet's cmd topic. */
   async runCommand(message: CmdMessage): Promise<CommandOutcome> {
+    // A command delivered at connect waits for boot (the repository loading, a crash settled) before it acts.
+    if (message.kind !== 'diagnostics') await this.bootedPromise;
     return runCommand(this, message);
   }
 

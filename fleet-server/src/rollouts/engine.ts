@@ -334,6 +334,8 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
   const transitionTx = db.transaction((deviceId: string, t: UpdateTransition): string | undefined => {
     for (const { rollout: r, device: d } of store.forDevice(deviceId, t.model)) {
       if (t.rollout !== null && r.id !== t.rollout) continue;
+      // An event with no rollout (an operator's device rollback) never rewrites a rollout that is over.
+      if (t.rollout === null && ['completed', 'aborted', 'rolled_back'].includes(r.state)) continue;
       if (d.state === 'waiting') continue;
       if (t.version === r.version) {
         if (d.state === 'rolling_back') {
@@ -347,6 +349,9 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
       }
       if (d.state === 'rolling_back' && t.version === d.previousVersion) {
         if (t.to === 'committed') setDevice(r, d, { state: 'rolled_back' });
+        // The way back failed on the box (expired, download or load failure): the rollout can still end, and the
+        // device shows why it needs care.
+        else if (t.to === 'failed' || t.to === 'rolled_back') setDevice(r, d, { state: 'rolled_back', reason: 'rollback_failed', detail: `${t.reason ?? ''} ${t.detail ?? ''}`.trim().slice(0, 2000) });
         return r.id;
       }
     }
