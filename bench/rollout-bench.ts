@@ -16,8 +16,8 @@ import type { Connected, DeviceCredentials, DeviceRun, DownloadsResult } from '.
  * The rollout part of the updates section (issue 5 item 12): for each device count, a fresh in-process fleet
  * (real SQLite in a temp dir, embedded aedes, HTTP on 127.0.0.1 port 0), the ~10 MB heavy `simple` pushed
  * through the registry REST API, N devices enrolled through REST and connected from a child process
- * (bench/rollout-devices.ts). Each rep pushes nothing new: it rolls out the next pre-pushed version, right after
- * a baseline in which the same devices GET that same artifact with plain HTTP (no MQTT, no rollout).
+ * (bench/rollout-devices.ts). Every version is pushed up front; each rep rolls out the next one, right after a
+ * baseline in which the same devices GET that same artifact with plain HTTP (no MQTT, no rollout).
  */
 export const HEAVY_MODEL = 'simple-heavy';
 const POLL_MS = 50;
@@ -251,10 +251,9 @@ async function rolloutPhase(f: RunningFleet, child: ChildProcess, v: HeavyVersio
   const start = Date.parse(view.createdAt);
   const fig = figures(r.devices, start, Date.parse(view.finishedAt!), f, before);
   const desired = summarise(r.devices.map((d) => d.startAt - start));
-  const firstDesiredMs = desired.minMs;
   const commits = r.devices.map((d) => d.committedAt).filter((t): t is number => t !== undefined);
   return {
-    ...fig, rolloutId: id, state: view.state, createRequestMs, desiredMinMs: firstDesiredMs, desiredP50Ms: desired.p50Ms, desiredMaxMs: desired.maxMs,
+    ...fig, rolloutId: id, state: view.state, createRequestMs, desiredMinMs: desired.minMs, desiredP50Ms: desired.p50Ms, desiredMaxMs: desired.maxMs,
     lastCommitMs: commits.length > 0 ? Math.max(...commits) - start : undefined, badSignatures: r.badSignatures, hashMismatches: r.hashMismatches, linkCloses: r.linkCloses,
   };
 }

@@ -121,7 +121,7 @@ async function update(d: Device, e: DesiredModel): Promise<void> {
   };
   try {
     const stmt = deploymentStatement({
-      device: d.sim.id, name: e.name, version: e.version, sha256: e.sha256, size: e.size, manifestSha256: manifestDigest(e.manifest), deployment: e.deployment, expires: e.expires,
+      device: d.sim.id, name: e.name, version: e.version, sha256: e.sha256, size: e.size, manifestSha256: manifestDigest(e.manifest), deployment: e.deployment, expires: e.expires, remove: e.remove,
     });
     if (!verifyStatement(d.publicKey, stmt, e.signature)) {
       run.error = 'signature does not verify with the fleet key from enrollment';

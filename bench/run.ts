@@ -26,7 +26,7 @@ const USAGE = `usage: npm run bench -- [--only agent|fleet|updates] [options]
   --only fleet       only the fleet bench   (options: npm run bench -- --only fleet --help; also npm run bench:fleet)
   --only updates     only the updates bench: rollout time and latency during hot swaps (npm run bench -- --only updates --help)
 
-A full run takes about 8 min (agent) + 5–8 min (fleet) + 2 min (updates) on 2 cores; --quick about 2 + 1.5 + 0.7 min.
+A full run takes about 8 min (agent) + 5–8 min (fleet) + 1–1.5 min (updates) on 2 cores; --quick about 2 + 1.5 + 0.3 min.
 `;
 
 function parse(argv: string[]): { sections: Section[]; rest: string[] } {

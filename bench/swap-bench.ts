@@ -14,7 +14,7 @@ import { ask, forkChild } from './children.js';
 import { cpuBetween, cpuSnapshot } from './cpu.js';
 import { summarise, type LatencySummary } from './stats.js';
 import type { UpdatesBenchOptions } from './updates-options.js';
-import type { SwapLoadStart, SwapPhaseResult } from './updates-protocol.js';
+import { epochMs, type SwapLoadStart, type SwapPhaseResult } from './updates-protocol.js';
 
 /**
  * The swap part of the updates section (issue 5 item 12): an in-process agent (createAgent, real onnxruntime
@@ -55,6 +55,8 @@ export interface SwapPhase {
 export interface SwapTiming {
   from: number;
   to: number;
+  /** Epoch ms when stage() was called; the steps follow each other without a gap. */
+  at: number;
   stageMs: number;
   /** The part of the call that ran before it returned its promise: it blocked the agent's event loop. */
   stageSyncMs: number;
@@ -70,6 +72,11 @@ export interface SwapResult {
   phases: SwapPhase[];
   /** All steady phases and all swap phases, their requests pooled (CPU and event-loop figures: time-weighted means / maxima). */
   pooled: { steady: SwapPhase; swaps: SwapPhase } | undefined;
+  /**
+   * The swap windows' requests by the step they were in flight during: a stage (load, warm-up), a retire (and no
+   * stage), or only the pointer flip and the moments between steps.
+   */
+  overlap: { stage: LatencySummary; retire: LatencySummary; neither: LatencySummary } | undefined;
   swaps: SwapTiming[];
   stage: LatencySummary | undefined;
   activate: LatencySummary | undefined;
@@ -115,6 +122,7 @@ function requestBody(): { body: string; expected: Record<string, number[]> } {
 interface MeasuredPhase {
   phase: SwapPhase;
   latenciesMs: number[];
+  sentAt: number[];
 }
 
 async function phase(child: ChildProcess, start: SwapLoadStart, label: SwapPhase['label'], round: number, during: () => Promise<void>): Promise<MeasuredPhase> {
@@ -130,6 +138,7 @@ async function phase(child: ChildProcess, start: SwapLoadStart, label: SwapPhase
   const non2xx = Object.entries(r.statusCounts).filter(([st]) => !/^2\d\d$/.test(st)).reduce((a, [, n]) => a + n, 0);
   return {
     latenciesMs: r.latenciesMs,
+    sentAt: r.sentAt,
     phase: {
       label, round, durationS, requests: r.latenciesMs.length, ratePerS: r.latenciesMs.length / durationS, latency: summarise(r.latenciesMs),
       non2xx, statusCounts: r.statusCounts, versions: r.versions, mismatches: r.mismatches, firstError: r.firstError,
@@ -160,6 +169,23 @@ function pool(measured: MeasuredPhase[]): SwapPhase {
   };
 }
 
+function byStep(measured: MeasuredPhase[], swaps: SwapTiming[]): NonNullable<SwapResult['overlap']> {
+  const stages = swaps.map((x) => [x.at, x.at + x.stageMs] as const);
+  const retires = swaps.map((x) => {
+    const from = x.at + x.stageMs + x.activateMs;
+    return [from, from + x.retireMs] as const;
+  });
+  const hits = (intervals: (readonly [number, number])[], from: number, to: number) => intervals.some(([a, b]) => a < to && b > from);
+  const out = { stage: [] as number[], retire: [] as number[], neither: [] as number[] };
+  for (const m of measured) {
+    m.latenciesMs.forEach((ms, i) => {
+      const sent = m.sentAt[i]!;
+      (hits(stages, sent, sent + ms) ? out.stage : hits(retires, sent, sent + ms) ? out.retire : out.neither).push(ms);
+    });
+  }
+  return { stage: summarise(out.stage), retire: summarise(out.retire), neither: summarise(out.neither) };
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
@@ -170,7 +196,7 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
   writeSimpleVersions(built);
   cpSync(path.join(built, '1'), path.join(repo, MODEL, '1'), { recursive: true });
   const result: SwapResult = {
-    model: MODEL, clients: opts.clients, phases: [], pooled: undefined, swaps: [], stage: undefined, activate: undefined, retire: undefined,
+    model: MODEL, clients: opts.clients, phases: [], pooled: undefined, overlap: undefined, swaps: [], stage: undefined, activate: undefined, retire: undefined,
     p99Ratio: undefined, p50Ratio: undefined, steadyDriftPct: undefined, error: undefined,
   };
   const config = loadConfig({ env: {}, flags: { dataDir: path.join(dir, 'data'), modelRepository: repo, http: { host: '127.0.0.1', port: 0 }, log: { level: 'warn' } } });
@@ -194,6 +220,7 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
       let done = 0;
       while (done < opts.swaps || performance.now() - t0 < opts.minSwapWindowS * 1000) {
         const to = active === 1 ? 2 : 1;
+        const at = epochMs();
         const a = performance.now();
         const staging = agent.models.stage(MODEL, dirs.get(to)!);
         const stageSyncMs = performance.now() - a;
@@ -204,9 +231,10 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
         const retiring = agent.models.retire(MODEL, active);
         const retireSyncMs = performance.now() - c;
         await retiring;
-        result.swaps.push({ from: active, to, stageMs: b - a, stageSyncMs, activateMs: c - b, retireMs: performance.now() - c, retireSyncMs });
+        result.swaps.push({ from: active, to, at, stageMs: b - a, stageSyncMs, activateMs: c - b, retireMs: performance.now() - c, retireSyncMs });
         active = to;
         done++;
+        if (opts.swapGapMs > 0) await sleep(opts.swapGapMs);
       }
     };
     const steady: MeasuredPhase[] = [];
@@ -221,6 +249,7 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
       log(`  round ${round}: steady p99 ${s.phase.latency.p99Ms.toFixed(2)} ms (${s.phase.ratePerS.toFixed(0)} req/s); ${result.swaps.length - before} swaps in ${w.phase.durationS.toFixed(1)} s, p99 ${w.phase.latency.p99Ms.toFixed(2)} ms (${w.phase.ratePerS.toFixed(0)} req/s), ${w.phase.non2xx} non-2xx`);
     }
     result.pooled = { steady: pool(steady), swaps: pool(swapping) };
+    result.overlap = byStep(swapping, result.swaps);
     const of = (key: 'stageMs' | 'activateMs' | 'retireMs') => (result.swaps.length > 0 ? summarise(result.swaps.map((x) => x[key])) : undefined);
     result.stage = of('stageMs');
     result.activate = of('activateMs');

@@ -16,7 +16,7 @@ function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
   const agent = new http.Agent({ keepAlive: true, maxSockets: job.concurrency });
   const body = Buffer.from(job.body);
   const headers = { 'content-type': 'application/json', 'content-length': String(body.length) };
-  const result: SwapPhaseResult = { type: 'phase-result', startedAt: epochMs(), stoppedAt: 0, latenciesMs: [], statusCounts: {}, versions: {}, mismatches: 0, firstError: undefined };
+  const result: SwapPhaseResult = { type: 'phase-result', startedAt: epochMs(), stoppedAt: 0, latenciesMs: [], sentAt: [], statusCounts: {}, versions: {}, mismatches: 0, firstError: undefined };
   let stopping = false;
 
   const check = (text: string): void => {
@@ -41,8 +41,10 @@ function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
   const once = (): Promise<void> =>
     new Promise((resolve) => {
       const t0 = performance.now();
+      const sentAt = epochMs();
       const done = (status: number, error?: string) => {
         result.latenciesMs.push(performance.now() - t0);
+        result.sentAt.push(sentAt);
         result.statusCounts[status] = (result.statusCounts[status] ?? 0) + 1;
         if (error) result.firstError ??= error;
         resolve();

@@ -26,8 +26,10 @@ export interface UpdatesBenchOptions {
   steadyS: number;
   /** At least this many swaps in each round's swap window (v1 → v2 is one, v2 → v1 the next)… */
   swaps: number;
-  /** …and the window lasts at least this long: swaps go on back to back until both hold. */
+  /** …and the window lasts at least this long: swaps go on until both hold. */
   minSwapWindowS: number;
+  /** Pause after each swap, ms (0: back to back, every request of the window overlaps a swap step). */
+  swapGapMs: number;
   /** Target of issue 5 item 12: p99 during swaps ≤ this × steady p99. */
   maxP99Factor: number;
   resultsDir: string | undefined;
@@ -39,7 +41,7 @@ const USAGE = `usage: npm run bench -- --only updates [options]   (or: node dist
 Rollout time of a ~10 MB model to simulated devices against plain downloads of it, and the agent's request
 latency during hot swaps against steady state (see bench/README.md, "Updates benchmark").
 
-  --quick                 ~25 s smoke run: 1 and 20 devices, shorter phases            BENCH_QUICK=1
+  --quick                 ~20 s smoke run: 1 and 20 devices, shorter phases            BENCH_QUICK=1
   --parts rollout,swap    which parts to run (default both)                            BENCH_PARTS
   --devices 1,20,200      simulated device counts, a fresh fleet each (quick 1,20)     BENCH_DEVICES
   --reps N                rollouts per device count, each after its own baseline (default 3)  BENCH_REPS
@@ -54,6 +56,7 @@ latency during hot swaps against steady state (see bench/README.md, "Updates ben
   --steady-s N            each round's steady phase (full 4, quick 2.5)                BENCH_STEADY_S
   --swaps N               at least N swaps in each round's window (full 12, quick 8)   BENCH_SWAPS
   --min-swap-window-s N   and the window lasts at least N s (full 4, quick 2.5)        BENCH_MIN_SWAP_WINDOW_S
+  --swap-gap-ms N         pause after each swap (default 0: back to back)              BENCH_SWAP_GAP_MS
   --max-p99-factor N      target: p99 during swaps ≤ N × steady p99 (default 1.5)     BENCH_MAX_P99_FACTOR
   --results DIR           where the JSON goes (default bench/results)
   --keep-temp             keep the temp dir (fleet data dirs, agent repository, logs)
@@ -78,6 +81,7 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
       'steady-s': { type: 'string' },
       swaps: { type: 'string' },
       'min-swap-window-s': { type: 'string' },
+      'swap-gap-ms': { type: 'string' },
       'max-p99-factor': { type: 'string' },
       results: { type: 'string' },
       'keep-temp': { type: 'boolean' },
@@ -118,6 +122,7 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
     steadyS: pick('steady-s', quick ? 2.5 : 4, 0.5),
     swaps: pick('swaps', quick ? 8 : 12, 1, true),
     minSwapWindowS: pick('min-swap-window-s', quick ? 2.5 : 4, 0),
+    swapGapMs: pick('swap-gap-ms', 0, 0),
     maxP99Factor: pick('max-p99-factor', 1.5, 1),
     resultsDir: values.results,
     keepTemp: values['keep-temp'] === true,

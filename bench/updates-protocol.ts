@@ -120,8 +120,9 @@ export interface SwapPhaseResult {
   type: 'phase-result';
   startedAt: number;
   stoppedAt: number;
-  /** Per completed request: latency, in completion order. */
+  /** Per completed request, in completion order: latency, and when it was sent (epoch ms). */
   latenciesMs: number[];
+  sentAt: number[];
   /** HTTP status → count (0: no response). */
   statusCounts: Record<string, number>;
   /** model_version of 200 answers → count. */

@@ -111,6 +111,14 @@ export function renderUpdatesMarkdown(r: UpdatesReport): string {
       if (s.retire) out.push(`| models.retire (drain + release) | ${s.retire.n} | ${f(s.retire.p50Ms)} | ${f(s.retire.p99Ms)} | ${f(s.retire.maxMs)} | ${sync('retireSyncMs')} |`);
       out.push('', 'Synchronous part: the time a call took before it returned its promise, during which the agent could not serve.', '');
     }
+    if (s.overlap) {
+      out.push('| Requests of the swap windows, in flight during | n | p50 ms | p95 ms | p99 ms | max ms | p99 ÷ steady p99 |', '|---|---:|---:|---:|---:|---:|---:|');
+      const steadyP99 = s.pooled?.steady.latency.p99Ms;
+      for (const [name, l] of [['a stage', s.overlap.stage], ['a retire (no stage)', s.overlap.retire], ['neither (pointer flip, between steps)', s.overlap.neither]] as const) {
+        out.push(`| ${name} | ${l.n} | ${f(l.p50Ms)} | ${f(l.p95Ms)} | ${f(l.p99Ms)} | ${f(l.maxMs)} | ${ratio(steadyP99 === undefined ? undefined : l.p99Ms / steadyP99)} |`);
+      }
+      out.push('');
+    }
   }
 
   if (r.targets.length > 0) {

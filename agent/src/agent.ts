@@ -78,7 +78,10 @@ export async function createAgent(config: AgentConfig, deps: AgentDeps = {}): Pr
   const { outbox, committer } = createOutbox({ db, config: config.outbox, log });
   metrics.sources.outboxStats = () => outbox.stats();
   const events = new FleetEvents(outbox, log);
-  const unsubscribeDrops = outbox.onCommitted(() => events.checkDrops());
+  const unsubscribeDrops = outbox.onCommitted(() => {
+    events.checkDrops();
+    updater?.resendUnreported();
+  });
   const telemetry = createTelemetry({
     db, outbox, committer, config, log,
     listModels: () => models.list().filter((v) => v.state === 'ready').map((v) => ({ model: v.name, version: v.version })),

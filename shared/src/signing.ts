@@ -39,12 +39,14 @@ export interface Deployment {
   manifestSha256: string;
   deployment: number;
   expires: string;
+  /** A removal (tombstone): signed as `remove: 1`; absent from the statement otherwise. */
+  remove?: boolean;
 }
 
 export function deploymentStatement(d: Deployment): Statement {
   return {
     kind: 'deployment', device: d.device, name: d.name, version: d.version, sha256: d.sha256, size: d.size,
-    manifestSha256: d.manifestSha256, deployment: d.deployment, expires: d.expires,
+    manifestSha256: d.manifestSha256, deployment: d.deployment, expires: d.expires, ...(d.remove ? { remove: 1 } : {}),
   };
 }
 

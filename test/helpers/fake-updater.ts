@@ -127,13 +127,18 @@ export class FakeUpdater {
     for (const e of msg.models) {
       const stmt = deploymentStatement({
         device: this.id, name: e.name, version: e.version, sha256: e.sha256, size: e.size, manifestSha256: manifestDigest(e.manifest),
-        deployment: e.deployment, expires: e.expires,
+        deployment: e.deployment, expires: e.expires, remove: e.remove,
       });
       if (!verifyStatement(this.device.fleetPublicKey, stmt, e.signature)) this.badSignatures.push(e);
     }
     this.received.push(msg);
     if (this.behavior === 'manual') return;
     for (const e of msg.models) {
+      if (e.remove) {
+        // A signed removal, as the agent handles it: the model goes, and the new state says so.
+        if (this.running.delete(e.name)) await this.publishState();
+        continue;
+      }
       if (this.running.get(e.name) === e.version) continue;
       for (const to of this.behavior === 'commit' ? PATH_TO_COMMIT : PATH_TO_FAIL) await this.transition(e, to);
     }

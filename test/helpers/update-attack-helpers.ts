@@ -22,7 +22,7 @@ export function fleetSigningKey(f: RunningFleet): KeyObject {
 export function signEntry(key: KeyObject, deviceId: string, entry: DesiredModel): DesiredModel {
   const signature = signStatement(key, deploymentStatement({
     device: deviceId, name: entry.name, version: entry.version, sha256: entry.sha256, size: entry.size,
-    manifestSha256: manifestDigest(entry.manifest), deployment: entry.deployment, expires: entry.expires,
+    manifestSha256: manifestDigest(entry.manifest), deployment: entry.deployment, expires: entry.expires, remove: entry.remove,
   }));
   return { ...entry, signature };
 }

@@ -94,9 +94,12 @@ describe('desired state', () => {
     f.fleet.deployer.setDesired(a.d.deviceId, 'simple', { version: 1, rollout: null });
     await eventually(() => a.u.entry('simple')?.version === 1, 'version 1');
     const removed = f.fleet.deployer.setDesired(a.d.deviceId, 'simple', null);
-    expect(removed.deployment).toBe(0);
-    await eventually(() => a.u.last()?.revision === removed.revision, 'the message without the model');
-    expect(a.u.last()!.models).toEqual([]);
+    expect(removed.deployment).toBeGreaterThan(0);
+    await eventually(() => a.u.last()?.revision === removed.revision, 'the message with the removal');
+    // A removal is a signed tombstone with its own counter, never just an absent entry.
+    expect(a.u.last()!.models).toMatchObject([{ name: 'simple', remove: true, url: '', size: 0, deployment: removed.deployment }]);
+    expect(a.u.badSignatures).toEqual([]);
+    expect(a.u.running.has('simple')).toBe(false);
     const code = (fn: () => unknown) => {
       try {
         fn();

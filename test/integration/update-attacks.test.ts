@@ -68,24 +68,37 @@ function queuedRefusal(deployment: number, reason: string): Promise<unknown> {
   }), `agent queued the refusal ${reason} of deployment ${deployment}`);
 }
 
+interface Expected {
+  deployment: number;
+  reason: string;
+  /** The state it failed from: idle for a refusal before acceptance (the default). */
+  from?: string;
+}
+
 /**
  * Runs `body` with the agent's link cut; then points the device at the version it serves (so what it receives on
  * reconnect changes nothing), restores the link and checks that every refusal `body` expected reached the fleet.
  */
-async function offline(serving: { version: number }, body: (refused: (e: { deployment: number; reason: string }) => void) => Promise<void>): Promise<void> {
+async function offline(serving: { version: number }, body: (refused: (e: Expected) => void, current: DesiredModel) => Promise<void>): Promise<void> {
   const seq = await lastSeq(f, A());
-  const expected: { deployment: number; reason: string }[] = [];
+  const expected: Expected[] = [];
+  // The entry the box holds now (its counter is the highest): a desired state may name it beside a forgery.
+  const current = (await desiredOf(f, A())).models.find((m) => m.name === 'simple')!;
+  expect(current.deployment).toBe(highest());
   link.cut();
   try {
-    await body((e) => expected.push(e));
+    await body((e) => expected.push(e), current);
   } finally {
     const back = await deploy(A(), serving.version);
     link.restore();
     await eventually(() => highest() === back, `agent back online and at deployment ${back}`, 10_000);
+    // The broker also hands over the revisions queued meanwhile: the real entries the forgeries were made from
+    // arrive too, each starts and `back` supersedes it; the next case starts once nothing runs.
+    await eventually(() => a.agent.updater.store.unfinished().length === 0, 'no deployment running', 10_000);
   }
   for (const e of expected) {
     const ev = await transitionReaches(f, A(), seq, (d) => d.to === 'failed' && d.reason === e.reason && d.deployment === e.deployment, `fleet got the refusal ${e.reason} of deployment ${e.deployment}`);
-    expect(ev.data.from).toBe('idle');
+    expect(ev.data.from).toBe(e.from ?? 'idle');
   }
 }
 
@@ -173,13 +186,13 @@ describe('update attacks (U1–U7): refused before anything is written, the flee
   it('U2 path traversal: a correctly signed entry named ../../bin is refused by the name check (unsafe_name)', async () => {
     const outside = path.join(path.resolve(a.agent.config.modelRepository, '../../bin'), '2');
     expect(existsSync(outside)).toBe(false);
-    await offline(V1, async (refused) => {
+    await offline(V1, async (refused, current) => {
       for (const name of ['../../bin', '..', 'a/../../bin']) {
         // v2's artifact under a hostile name, signed with the fleet's own key: only the name check stops it. The
-        // box's real entry stays beside it (a desired state without simple would mean "remove simple").
+        // box's current entry stays beside it (a desired state without simple would mean "remove simple").
         const entry = await unseen();
         const forged = signEntry(fleetKey, A(), { ...entry, name, manifest: { ...entry.manifest, name } });
-        refused(await refuse(forged, 'unsafe_name', V1, { companions: [V1_ENTRY] }));
+        refused(await refuse(forged, 'unsafe_name', V1, { companions: [current] }));
       }
     });
     expect(existsSync(outside)).toBe(false);
@@ -250,7 +263,7 @@ describe('update attacks (U1–U7): refused before anything is written, the flee
           return row?.deployment === forged.deployment && row.state === 'failed' ? row : undefined;
         }, 'the off-fleet download fails');
         expect(a.agent.updater.store.latest('simple')).toMatchObject({ version: 3, reason: 'bad_url' });
-        refused({ deployment: forged.deployment, reason: 'bad_url' });
+        refused({ deployment: forged.deployment, reason: 'bad_url', from: 'downloading' });
       });
       expect(seen).toEqual([]);
       expect(agentFiles(a).repository.filter((p) => p.startsWith(`simple${path.sep}3`))).toEqual([]);
@@ -262,10 +275,15 @@ describe('update attacks (U1–U7): refused before anything is written, the flee
 
   it('removal is not signed either: a desired state that no longer names simple leaves the serving version alone', async () => {
     const files = agentFiles(a);
-    a.agent.updater.onDesired({ ...real, models: [] });
-    // A forged "nothing wanted" must not be able to wipe a box (it has no signature to check, unlike an install).
-    await eventually(async () => (await inferSimple(a.url)).status === 200, 'simple still answers');
+    const seq = await lastSeq(f, A());
+    // Names only another model, with an entry the box refuses: once that refusal is reported, the message was handled.
+    const marker = { ...V1_ENTRY, name: 'marker', signature: '' };
+    a.agent.updater.onDesired({ ...real, models: [marker] });
+    await transitionReaches(f, A(), seq, (d) => d.model === 'marker' && d.reason === 'unsigned', 'the marker refused');
+    // A forged "nothing wanted" must not wipe a box: removal carries no signature to check, unlike an install.
+    expect(a.agent.updater.store.pointer('simple')).toMatchObject({ active: 2 });
     expect(a.agent.models.active('simple')?.version).toBe(2);
-    expect(agentFiles(a).repository.filter((p) => p.startsWith(`simple${path.sep}2`))).toEqual(files.repository.filter((p) => p.startsWith(`simple${path.sep}2`)));
+    expect(await inferSimple(a.url)).toMatchObject({ status: 200, first: 1001 });
+    expect(agentFiles(a).repository).toEqual(files.repository);
   });
 });

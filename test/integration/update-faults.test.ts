@@ -124,7 +124,11 @@ afterAll(async () => {
   for (const box of [a, small, full]) await box?.stop();
   await proxy?.close();
   if (tmpfsDir) {
-    execFileSync('umount', [tmpfsDir]);
+    try {
+      execFileSync('umount', [tmpfsDir], { stdio: 'pipe' });
+    } catch {
+      execFileSync('umount', ['-l', tmpfsDir], { stdio: 'pipe' }); // still busy: detach it, the kernel frees it when idle
+    }
     rmSync(tmpfsDir, { recursive: true, force: true });
   }
   await a?.cleanup();
@@ -229,10 +233,12 @@ describe('update faults: the previous version keeps serving and the fleet is tol
   it('a much slower version: probation sees its p95 above 2 × v1’s and rolls back (latency)', async () => {
     await pushVersion(f, 'simple', 4, HEAVY);
     const load = startLoad(a.url);
+    let records;
     try {
       // v1's own p95 is the baseline: it must have served minRequests before the flip.
       await eventually(() => load.records.filter((r) => r.status === 200).length >= 40, 'v1 served 40 requests');
       const seq = await lastSeq(f, a.device.deviceId);
+      // Errors are not what this case is about: a slow request that times out must not decide it.
       const id = await rollout(4, a, { probationSeconds: 60, probationRequests: 100_000, maxLatencyFactor: 2, minRequests: 20, maxErrorRate: 0.5 });
       const row = await deploymentOf(a, 4, ['rolled_back', 'failed', 'committed'], 30_000);
       expect(row).toMatchObject({ version: 4, state: 'rolled_back', reason: 'latency' });
@@ -242,11 +248,11 @@ describe('update faults: the previous version keeps serving and the fleet is tol
       expect(await rolloutDevice(id)).toMatchObject({ reason: 'latency' });
       await expectSentBackToV1(a);
     } finally {
-      const records = await load.stop();
-      // Slow, not wrong: every answer was right, from v1 or (during probation) v4.
-      expect(records.filter((r) => r.status !== 200 || r.first !== 1)).toEqual([]);
-      expect(records.some((r) => r.version === '4')).toBe(true);
+      records = await load.stop();
     }
+    // Slow, not wrong: every answer was right, from v1 or (during probation) v4.
+    expect(records.filter((r) => r.status !== 200 || r.first !== 1)).toEqual([]);
+    expect(records.some((r) => r.version === '4')).toBe(true);
     await expectV1Serves(a);
     expectNoTrace(a, 4);
   });
@@ -271,8 +277,10 @@ describe('update faults: the previous version keeps serving and the fleet is tol
     } finally {
       await load.stop();
     }
+    // Counted: the failures the client saw are v5's (500 from the runtime), enough for probation to judge on.
     const failures = load.records.filter((r) => r.status !== 200);
-    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(failures.map((r) => r.status))).toEqual(new Set([500]));
     // Requests that started before the flip ran on v1; a request that started after the rollback ran on v1 again.
     for (const r of failures) {
       expect(r.startedAt).toBeGreaterThanOrEqual(probationAt - 50);

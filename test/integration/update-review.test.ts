@@ -1,3 +1,4 @@
+import { retryTransient } from '../../agent/src/update/commands.js';
 import { createHash } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -76,16 +77,16 @@ function sha256(b: Uint8Array): string {
 }
 
 /** A desired entry for simple@version, signed for DEVICE by the test fleet key. */
-function entry(version: 1 | 2, deployment: number, o: { url?: string; rollout?: string | null; expires?: string } = {}): DesiredModel {
+function entry(version: 1 | 2, deployment: number, o: { url?: string; rollout?: string | null; expires?: string; remove?: boolean } = {}): DesiredModel {
   const bytes = simpleBytes(version);
   const sha = sha256(bytes);
   const manifest: Record<string, unknown> = { ...simpleManifest(), name: 'simple', version, sha256: sha };
   delete manifest.golden;
   const expires = o.expires ?? new Date(Date.now() + 3_600_000).toISOString();
-  const statement = deploymentStatement({ device: DEVICE, name: 'simple', version, sha256: sha, size: bytes.length, manifestSha256: manifestDigest(manifest), deployment, expires });
+  const statement = deploymentStatement({ device: DEVICE, name: 'simple', version, sha256: sha, size: bytes.length, manifestSha256: manifestDigest(manifest), deployment, expires, remove: o.remove === true });
   return {
     name: 'simple', version, sha256: sha, size: bytes.length, url: o.url ?? `/artifacts/simple/${version}`, manifest, deployment, expires,
-    rollout: o.rollout ?? null, signature: signStatement(privateKey, statement),
+    rollout: o.rollout ?? null, remove: o.remove === true, signature: signStatement(privateKey, statement),
   };
 }
 
@@ -296,18 +297,22 @@ describe('update machine review', () => {
     expect(readdirSync(staging).filter((f) => f.startsWith('simple-2-'))).toEqual([]);
   });
 
-  it('#11 a model the fleet removes from desired (rollout halt of a box with no previous version) is not committed anyway', async () => {
+  it('#11 a signed removal (rollout halt of a box with no previous version) ends the first install and unloads the model; an unsigned absence does not', async () => {
     const server = await serverForTest();
     const b = await startBox(server.url);
-    b.agent.updater.onDesired(desired(1, [entry(1, 1, { rollout: 'ro-1' })], { probationSeconds: 1 }));
+    b.agent.updater.onDesired(desired(1, [entry(1, 1, { rollout: 'ro-1' })], { probationSeconds: 30 }));
     const row = await reaches(b, ['probation']);
-    // engine.rollbackDevices(): previousVersion null → deployer.setDesired(device, model, null) → the entry disappears.
-    b.agent.updater.onDesired(desired(2, [], { probationSeconds: 1 }));
+    // A desired state that merely does not name the model changes nothing (removal must be signed).
+    b.agent.updater.onDesired(desired(2, [], { probationSeconds: 30 }));
+    expect(b.agent.updater.store.get(row.id)!.state).toBe('probation');
+    // engine.rollbackDevices(): previousVersion null → deployer.setDesired(device, model, null) → a signed tombstone.
+    b.agent.updater.onDesired(desired(3, [entry(1, 2, { rollout: 'ro-1', remove: true })], { probationSeconds: 30 }));
     const end = await eventually(() => {
       const r = b.agent.updater.store.get(row.id)!;
       return ['committed', 'rolled_back', 'failed'].includes(r.state) ? r : undefined;
     }, 'the first install ends');
-    expect(end.state).not.toBe('committed');
+    expect(end.state).toBe('rolled_back');
+    await eventually(() => b.agent.models.active('simple') === undefined, 'simple unloaded');
   });
 
   it('#12 `reload` does not start a new install from an entry that has expired since (U4)', async () => {
@@ -319,7 +324,7 @@ describe('update machine review', () => {
     expect(latest(b)!.reason).toBe('download_failed');
     await eventually(() => Date.now() > Date.parse(expires), 'the entry expires');
     const before = server.requests.length;
-    b.agent.updater.retryTransient(new Set(['download_failed']));
+    retryTransient(b.agent.updater, new Set(['download_failed']));
     await reaches(b, ['failed']);
     expect(server.requests.length).toBe(before);
   });

@@ -24,7 +24,7 @@ function sign(entry: Omit<DesiredModel, 'signature'>, privateKeyPem = fleetKey.p
 const base: Omit<DesiredModel, 'signature'> = {
   name: 'detector', version: 3, sha256: SHA, size: 12_345, url: '/api/v1/models/detector/versions/3/artifact',
   manifest: { name: 'detector', version: 3, sha256: SHA, task: 'detect' },
-  deployment: 17, expires: '2024-06-02T12:00:00.000Z', rollout: 'r-1',
+  deployment: 17, expires: '2024-06-02T12:00:00.000Z', rollout: 'r-1', remove: false,
 };
 const ctx = { deviceId: DEVICE, fleetPublicKeyPem: fleetKey.publicKeyPem, now: NOW };
 

@@ -28,9 +28,10 @@ export class FleetEvents {
     this.reportedDrops = safeStats(outbox)?.droppedTelemetry ?? 0;
   }
 
-  /** Queues an event; `onQueued` runs once the outbox holds it durably. */
-  emit(event: EventBody, onQueued?: () => void): void {
-    this.outbox.enqueue({ kind: 'events', body: { ts: new Date().toISOString(), ...event } }).then(() => onQueued?.()).catch((err: unknown) => {
+  /** Queues an event; `onQueued(true)` runs once the outbox holds it durably, `onQueued(false)` when it refused it. */
+  emit(event: EventBody, onQueued?: (queued: boolean) => void): void {
+    this.outbox.enqueue({ kind: 'events', body: { ts: new Date().toISOString(), ...event } }).then(() => onQueued?.(true)).catch((err: unknown) => {
+      onQueued?.(false);
       this.log.warn({ event: event.kind, err: (err as Error).message }, 'cannot queue an event for the fleet');
     });
   }

@@ -2,7 +2,11 @@ import os from 'node:os';
 import type { CmdMessage } from '../../../shared/src/mqtt/messages.js';
 import type { CommandOutcome } from '../link/handlers/index.js';
 import { AGENT_VERSION } from '../version.js';
+import { installedVersion } from './install.js';
+import { SERVING_NEW, TERMINAL } from './states.js';
+import { StepError } from './steps.js';
 import type { Updater } from './updater.js';
+import { checkDeployment, safeVersionDir } from './verify.js';
 
 /** Deployments that failed for a reason that may pass (network, disk space) are retried by `reload`. */
 const TRANSIENT = new Set(['download_failed', 'disk_full', 'disk_budget', 'loop_guard', 'internal']);
@@ -19,11 +23,11 @@ export async function runCommand(updater: Updater, message: CmdMessage): Promise
   switch (message.kind) {
     case 'rollback': {
       if (typeof args.model !== 'string') return { ok: false, code: 'AGENT_CMD_BAD_ARGS', message: 'rollback needs args.model (a model name)' };
-      const r = await updater.rollbackModel(args.model);
+      const r = await rollbackModel(updater, args.model);
       return r.ok ? { ok: true, result: { model: args.model, from: r.from, to: r.to } } : { ok: false, code: 'AGENT_CMD_NOTHING_TO_ROLL_BACK', message: r.message };
     }
     case 'reload': {
-      const retried = updater.retryTransient(TRANSIENT);
+      const retried = retryTransient(updater, TRANSIENT);
       return { ok: true, result: { retried } };
     }
     case 'diagnostics':
@@ -48,4 +52,45 @@ function diagnostics(updater: Updater): Record<string, unknown> {
       detail: r.detail, attempts: r.attempts, probationBoots: r.probationBoots, updatedAt: new Date(r.updatedAt).toISOString(),
     })),
   };
+}
+
+/** The operator's rollback of one model: the version on probation rolls back; a committed one gives way to the previous. */
+export async function rollbackModel(u: Updater, model: string): Promise<{ ok: true; from: number; to: number } | { ok: false; message: string }> {
+  const { models } = u.deps;
+  const latest = u.store.latest(model);
+  const back = latest ? u.previousOf(latest) : null;
+  if (latest && SERVING_NEW.has(latest.state) && back !== null) {
+    if (u.current?.id === latest.id) u.current.abort.abort(new StepError('operator', 'rolled back by the operator'));
+    else await u.rollback(latest, 'operator', 'rolled back by the operator');
+    return { ok: true, from: latest.version, to: back };
+  }
+  const pointer = u.store.pointer(model);
+  if (!pointer || pointer.active === null || pointer.previous === null) return { ok: false, message: `${model} has no previous version on this device` };
+  if (latest && !TERMINAL.has(latest.state)) u.supersede(latest);
+  const { active, previous } = pointer;
+  const dir = installedVersion(safeVersionDir(u.deps.config.modelRepository, model, previous), previous);
+  if (!dir) return { ok: false, message: `${model}@${previous} is no longer on disk` };
+  if (!models.versionsOf(model)?.some((v) => v.version === previous && v.state === 'ready')) await models.stage(model, dir);
+  models.activate(model, previous);
+  u.store.setPointer(model, previous, active);
+  u.deps.events.emit({ kind: 'update.rollback', severity: 'warn', message: `${model} rolled back from ${active} to ${previous} by the operator`, data: { model, from: active, to: previous } });
+  await u.retire(model, active);
+  return { ok: true, from: active, to: previous };
+}
+
+/** `reload`: the saved desired state again, and a new attempt for each model whose last deployment failed transiently. */
+export function retryTransient(u: Updater, reasons: ReadonlySet<string>): number {
+  let retried = 0;
+  u.refused.clear();
+  for (const p of u.store.pointers()) {
+    const latest = u.store.latest(p.model);
+    if (latest?.state !== 'failed' || latest.reason === null || !reasons.has(latest.reason)) continue;
+    // Only what the fleet still wants, under an entry that still passes its checks (an expired one does not: U4).
+    const entry = u.desired?.models.find((m) => m.name === p.model && m.deployment === latest.deployment);
+    if (!entry || !checkDeployment(entry, { deviceId: u.deps.credentials?.deviceId ?? '', fleetPublicKeyPem: u.deps.credentials?.fleetPublicKey ?? '', now: new Date() }).ok) continue;
+    u.store.retry(latest);
+    retried++;
+  }
+  u.reconcile();
+  return retried;
 }

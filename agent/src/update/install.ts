@@ -86,3 +86,15 @@ function fsyncPath(p: string): void {
     closeSync(fd);
   }
 }
+
+/** Deletes partial downloads in `stagingDir` that no deployment in progress owns (abandoned before a crash). */
+export function removeOrphanParts(stagingDir: string, owned: readonly string[]): void {
+  const keep = new Set(owned.map((f) => path.basename(f)));
+  let files: string[];
+  try {
+    files = readdirSync(stagingDir);
+  } catch {
+    return;
+  }
+  for (const f of files) if (f.endsWith('.part') && !keep.has(f)) rmSync(path.join(stagingDir, f), { force: true });
+}

@@ -9,6 +9,15 @@ export interface ProbationPolicy {
   minRequests: number;
 }
 
+/** The thresholds of one probation: the desired message's where it sets them, else the agent's update.* config. */
+export function probationPolicy(config: ProbationPolicy, thresholds: Partial<ProbationPolicy>): ProbationPolicy {
+  return {
+    probationSeconds: thresholds.probationSeconds ?? config.probationSeconds, probationRequests: thresholds.probationRequests ?? config.probationRequests,
+    maxErrorRate: thresholds.maxErrorRate ?? config.maxErrorRate, maxLatencyFactor: thresholds.maxLatencyFactor ?? config.maxLatencyFactor,
+    minRequests: thresholds.minRequests ?? config.minRequests,
+  };
+}
+
 export type ProbationVerdict =
   | { verdict: 'continue' }
   | { verdict: 'commit'; requests: number; failures: number; p95Ms: number | null }
@@ -65,6 +74,7 @@ interface Watch {
 export class ProbationMonitor {
   private readonly rings = new Map<string, LatencyRing>();
   private readonly watches = new Map<string, Watch>();
+  private readonly baselines = new Map<string, number>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -81,10 +91,22 @@ export class ProbationMonitor {
     else w.latency.push(r.latencyMs);
   }
 
-  /** Starts judging `version` of `model` against `previous` (its p95 so far is the baseline). */
+  /**
+   * Keeps the serving version's p95 as it is now, before the new version is staged beside it: requests that run
+   * while a session loads and warms up are slower, and a baseline that includes them would let a slow version pass.
+   */
+  freezeBaseline(model: string, version: number | undefined, minRequests: number): void {
+    if (version === undefined) return;
+    const ring = this.rings.get(`${model}@${version}`);
+    const p95 = ring && ring.count >= minRequests ? ring.p95() : null;
+    if (p95 !== null) this.baselines.set(`${model}@${version}`, p95);
+  }
+
+  /** Starts judging `version` of `model` against `previous` (its p95 before staging, else so far, is the baseline). */
   start(model: string, version: number, previous: number | null, policy: ProbationPolicy, startedAt = this.now()): void {
     const base = previous === null ? undefined : this.rings.get(`${model}@${previous}`);
-    const baselineP95 = base && base.count >= policy.minRequests ? base.p95() : null;
+    const frozen = previous === null ? undefined : this.baselines.get(`${model}@${previous}`);
+    const baselineP95 = frozen ?? (base && base.count >= policy.minRequests ? base.p95() : null);
     this.watches.set(model, { model, version, startedAt, policy, baselineP95, requests: 0, failures: 0, latency: new LatencyRing() });
   }
 
@@ -95,6 +117,7 @@ export class ProbationMonitor {
   /** Forgets a version's latencies (it was retired). */
   forget(model: string, version: number): void {
     this.rings.delete(`${model}@${version}`);
+    this.baselines.delete(`${model}@${version}`);
   }
 
   progress(model: string): { requests: number; failures: number; elapsedMs: number; baselineP95: number | null } | undefined {

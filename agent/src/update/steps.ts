@@ -199,3 +199,18 @@ function rewriteManifestIfChanged(file: string, row: UpdateRow): void {
   writeFileSync(tmp, `${JSON.stringify(wanted, null, 2)}\n`);
   renameSync(tmp, file);
 }
+
+/**
+ * OUTPOST_TEST_FAULT=<step>:<model>@<version>[,…] makes that step fail with load_failed (a test-only hook for the
+ * 20-device rollout test, like OUTPOST_CRASH_AT in the peers' test suites); OUTPOST_TEST_CRASH_AT=<step> kills
+ * the process (SIGKILL) as the step starts. Both are read once; unset in production.
+ */
+export function testFaultHook(): StepDeps['fault'] {
+  const faults = (process.env.OUTPOST_TEST_FAULT ?? '').split(',').filter(Boolean);
+  const crashAt = process.env.OUTPOST_TEST_CRASH_AT;
+  if (faults.length === 0 && !crashAt) return undefined;
+  return (step, row) => {
+    if (crashAt === step) process.kill(process.pid, 'SIGKILL');
+    if (faults.includes(`${step}:${row.model}@${row.version}`)) throw new StepError('load_failed', `test fault at ${step}`);
+  };
+}

@@ -1,4 +1,4 @@
-import { readdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CmdMessage, DesiredMessage, DesiredModel } from '../../../shared/src/mqtt/messages.js';
@@ -10,10 +10,11 @@ import type { CommandOutcome } from '../link/handlers/index.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 import type { Db } from '../storage/database.js';
 import type { RequestObservation } from '../telemetry/types.js';
-import { collectGarbage, installedVersion } from './install.js';
-import { ProbationMonitor, type ProbationPolicy } from './probation.js';
+import { collectGarbage, installedVersion, removeOrphanParts } from './install.js';
+import { ProbationMonitor, probationPolicy, type ProbationPolicy } from './probation.js';
 import { SERVING_NEW, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
-import { download, partFile, stage, stagingDir, StepError, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
+import { download, partFile, stage, stagingDir, StepError, testFaultHook, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
+import { TransitionReporter } from './reporter.js';
 import { UpdateStore, type UpdateRow } from './update-store.js';
 import { checkDeployment, safeVersionDir } from './verify.js';
 import { runCommand } from './commands.js';
@@ -31,6 +32,9 @@ export interface UpdaterDeps {
   onChange?: () => void;
 }
 
+/** Desired messages arriving within this many ms of each other are reconciled once, with the newest. */
+const DESIRED_COALESCE_MS = 50;
+
 /** How often a version on probation is judged (its commit time, error rate and p95), ms. */
 const JUDGE_INTERVAL_MS = 200;
 
@@ -44,12 +48,15 @@ const JUDGE_INTERVAL_MS = 200;
 export class Updater {
   readonly store: UpdateStore;
   readonly monitor = new ProbationMonitor();
-  private desired: DesiredMessage | undefined;
+  /** @internal commands.ts: the latest desired state. */
+  desired: DesiredMessage | undefined;
   private loop: Promise<void> | undefined;
   private again = false;
-  private current: { id: number; model: string; abort: AbortController } | undefined;
+  /** @internal commands.ts: the deployment the runner works on. */
+  current: { id: number; model: string; abort: AbortController } | undefined;
   private judgeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private reconcileTimer: NodeJS.Timeout | undefined;
   /** Set by boot(): before it, models are still loading and a desired state is only kept. */
   private booted = false;
   private markBooted: () => void = () => undefined;
@@ -57,13 +64,15 @@ export class Updater {
     this.markBooted = resolve;
   });
   /** Entries refused before they were accepted (bad signature, expired …), so each is reported once. */
-  private readonly refused = new Set<string>();
-  private readonly progress = new Map<number, { received: number; waitingFor: string | null }>();
+  /** @internal commands.ts */
+  readonly refused = new Set<string>();
   private readonly steps: StepDeps;
+  readonly reporter: TransitionReporter;
 
-  constructor(private readonly deps: UpdaterDeps) {
+  constructor(readonly deps: UpdaterDeps) {
     this.store = new UpdateStore(deps.db);
     this.steps = { config: deps.config, store: this.store, models: deps.models, credentials: deps.credentials, log: deps.log, fault: testFaultHook() };
+    this.reporter = new TransitionReporter({ store: this.store, events: deps.events, log: deps.log, metrics: deps.metrics, monitor: this.monitor });
   }
 
   /**
@@ -99,34 +108,28 @@ export class Updater {
   boot(): void {
     // First: a probation resumed below takes its thresholds from the desired state (offline, only the saved one).
     this.desired ??= this.store.loadDesired();
-    for (const row of this.store.unreported()) this.report(row, row.reportedState ?? 'idle');
+    for (const row of this.store.unreported()) this.reporter.transition(row, row.reportedState ?? 'idle');
     for (const row of this.store.unfinished()) {
       if (row.state === 'probation') this.startProbation(row);
     }
-    this.removeOrphanParts();
+    removeOrphanParts(stagingDir(this.deps.config), this.store.unfinished().map((r) => partFile(this.deps.config, r)));
     this.booted = true;
     this.markBooted();
     this.reconcile();
-  }
-
-  /** Partial downloads no deployment in progress owns (abandoned before a crash) would count against the disk budget. */
-  private removeOrphanParts(): void {
-    const owned = new Set(this.store.unfinished().map((r) => path.basename(partFile(this.deps.config, r))));
-    const dir = stagingDir(this.deps.config);
-    let files: string[] = [];
-    try {
-      files = readdirSync(dir);
-    } catch {
-      return;
-    }
-    for (const f of files) if (f.endsWith('.part') && !owned.has(f)) rmSync(path.join(dir, f), { force: true });
   }
 
   /** A newer desired state from the fleet (the link dedups by revision). */
   onDesired(message: DesiredMessage): void {
     this.store.saveDesired(message);
     this.desired = message;
-    this.reconcile();
+    // Coalesced: after an outage the broker delivers every revision queued in the persistent session at once;
+    // only the newest is worth acting on (the older ones would start downloads that are superseded at once).
+    if (this.reconcileTimer) return;
+    this.reconcileTimer = setTimeout(() => {
+      this.reconcileTimer = undefined;
+      this.reconcile();
+    }, DESIRED_COALESCE_MS);
+    this.reconcileTimer.unref();
   }
 
   /** Telemetry observer: feeds probation. */
@@ -144,17 +147,11 @@ export class Updater {
         this.deps.log.error({ model: entry.name, err: (err as Error).message }, 'reconcile failed for a model');
       }
     }
-    // A fleet-managed model (one the update machine installed) that the desired state no longer names is removed:
-    // a rollout rolling back a box's first install of it. Models placed in the repository by hand are left alone.
-    const wanted = new Set(this.desired.models.map((m) => m.name));
-    for (const p of this.store.pointers()) {
-      if (wanted.has(p.model) || (p.active === null && !this.store.unfinished().some((r) => r.model === p.model))) continue;
-      this.fire(this.remove(p.model), `removing ${p.model}`);
-    }
+    // A model the desired state does not name is left alone: only a signed removal entry (below) removes one.
     this.kick();
   }
 
-  /** Unloads a model the fleet no longer wants and deletes its files; an update in progress for it ends first. */
+  /** Unloads a model the fleet removed (signed) and deletes its files; an update in progress for it ends first. */
   private async remove(model: string): Promise<void> {
     const latest = this.store.latest(model);
     if (latest && !TERMINAL.has(latest.state)) {
@@ -192,13 +189,19 @@ export class Updater {
       this.refuse(entry, check.code, check.message);
       return;
     }
+    if (entry.remove) {
+      // A signed removal (a rollout rolling back this box's first install of the model).
+      this.store.raiseHighest(entry.name, entry.deployment);
+      this.fire(this.remove(entry.name), `removing ${entry.name}`);
+      return;
+    }
     const active = this.deps.models.active(entry.name);
     const unfinished = latest && !TERMINAL.has(latest.state) ? latest : undefined;
     if (unfinished && unfinished.version === entry.version && unfinished.sha256 === entry.sha256) {
       // The same version under a new deployment (re-signed before expiry, or a new rollout of it): the deployment in
       // progress goes on and takes the new entry, so its events name the new rollout.
       const adopted = this.store.adopt(unfinished.id, entry);
-      if (adopted.rollout !== unfinished.rollout) this.report(adopted, adopted.state);
+      if (adopted.rollout !== unfinished.rollout) this.reporter.transition(adopted, adopted.state);
       return;
     }
     if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === unfinished.previousVersion) {
@@ -232,14 +235,15 @@ export class Updater {
   }
 
   /** A newer deployment replaces one in progress: before activation it is abandoned, after it is rolled back. */
-  private supersede(row: UpdateRow): void {
+  /** @internal commands.ts */
+  supersede(row: UpdateRow): void {
     if (this.current?.id === row.id) this.current.abort.abort(new StepError('superseded', 'a newer deployment replaced this one'));
     else if (SERVING_NEW.has(row.state)) this.fire(this.rollback(row, 'superseded', 'a newer deployment replaced this one'), 'rollback');
     else if (!TERMINAL.has(row.state) && row.state !== 'rolling_back') this.move(row, 'failed', { reason: 'superseded', detail: 'a newer deployment replaced this one' });
   }
 
   private refuse(entry: DesiredModel, reason: string, detail: string): void {
-    const key = `${entry.name}#${entry.deployment}#${reason}`;
+    const key = `${entry.name}#${entry.deployment}#${reason}#${entry.signature.slice(0, 24)}#${entry.sha256.slice(0, 12)}`;
     if (this.refused.has(key)) return;
     this.refused.add(key);
     this.deps.log.warn({ model: entry.name, version: entry.version, deployment: entry.deployment, reason, detail }, 'deployment refused');
@@ -288,7 +292,7 @@ export class Updater {
       if (row.state === 'idle') row = this.move(row, 'downloading');
       if (row.state === 'downloading') {
         this.steps.fault?.('downloading', row);
-        await download(this.steps, row, abort.signal, (received) => this.setProgress(row, received));
+        await download(this.steps, row, abort.signal, (received) => this.reporter.progress(row, received));
         abort.signal.throwIfAborted();
         row = this.move(row, 'verifying');
       }
@@ -300,11 +304,12 @@ export class Updater {
       }
       if (row.state === 'staging') {
         this.steps.fault?.('staging', row);
+        this.monitor.freezeBaseline(row.model, this.deps.models.active(row.model)?.version, this.policy().minRequests);
         await stage(this.steps, row);
         abort.signal.throwIfAborted();
         await waitForWindow(this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
           const waiting = `waiting for the maintenance window${next ? ` (next ${next.toISOString()})` : ''}`;
-          this.progress.set(row.id, { received: row.size, waitingFor: waiting });
+          this.reporter.waiting(row, waiting);
         });
         abort.signal.throwIfAborted();
         row = this.move(row, 'activating');
@@ -321,7 +326,7 @@ export class Updater {
       await this.failed(row, reason instanceof StepError ? reason : err);
     } finally {
       this.current = undefined;
-      this.progress.delete(start.id);
+      this.reporter.done(start.id);
     }
   }
 
@@ -348,7 +353,8 @@ export class Updater {
   }
 
   /** The version this deployment would roll back to: after the flip the pointer's previous (written with it) is the truth. */
-  private previousOf(row: UpdateRow): number | null {
+  /** @internal commands.ts */
+  previousOf(row: UpdateRow): number | null {
     if (row.state === 'probation' || row.state === 'rolling_back' || row.state === 'committed') {
       const p = this.store.pointer(row.model);
       if (p && p.active === row.version) return p.previous;
@@ -357,12 +363,7 @@ export class Updater {
   }
 
   private policy(): ProbationPolicy {
-    const u = this.deps.config.update;
-    const t = this.desired?.thresholds ?? {};
-    return {
-      probationSeconds: t.probationSeconds ?? u.probationSeconds, probationRequests: t.probationRequests ?? u.probationRequests,
-      maxErrorRate: t.maxErrorRate ?? u.maxErrorRate, maxLatencyFactor: t.maxLatencyFactor ?? u.maxLatencyFactor, minRequests: t.minRequests ?? u.minRequests,
-    };
+    return probationPolicy(this.deps.config.update, this.desired?.thresholds ?? {});
   }
 
   private judge(): void {
@@ -463,7 +464,8 @@ export class Updater {
     rmSync(safeVersionDir(this.deps.config.modelRepository, model, version), { recursive: true, force: true });
   }
 
-  private async retire(model: string, version: number): Promise<void> {
+  /** @internal commands.ts */
+  async retire(model: string, version: number): Promise<void> {
     if (this.deps.models.active(model)?.version === version) return;
     if (!this.deps.models.versionsOf(model)?.some((v) => v.version === version)) return;
     await this.deps.models.retire(model, version).catch((err: unknown) => this.deps.log.warn({ model, version, err: (err as Error).message }, 'cannot release a retired version'));
@@ -483,8 +485,8 @@ export class Updater {
   /** Writes the transition, then reports it (the event goes through the outbox; a crash in between re-sends it at boot). */
   private move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
     const moved = this.store.transition(row.id, to, fields);
-    this.deps.metrics?.updateTransitions.inc({ model: moved.model, state: to, reason: moved.state === 'committed' ? '' : moved.reason ?? '' });
-    this.report(moved, row.state);
+    this.reporter.count(moved);
+    this.reporter.transition(moved, row.state);
     this.changed();
     return moved;
   }
@@ -497,72 +499,6 @@ export class Updater {
     }
   }
 
-  private report(row: UpdateRow, from: UpdateState): void {
-    const severity = row.state === 'failed' || row.state === 'rolled_back' || row.state === 'rolling_back' ? 'error' : 'info';
-    const why = row.reason && (row.state === 'failed' || row.state.startsWith('roll')) ? `: ${row.reason}${row.detail ? ` (${row.detail})` : ''}` : '';
-    const data = {
-      model: row.model, version: row.version, previousVersion: row.previousVersion, from, to: row.state, deployment: row.deployment,
-      rollout: row.rollout, reason: row.state === 'committed' ? null : row.reason, detail: row.detail,
-    };
-    this.deps.events.emit({ kind: 'update.transition', severity, message: `${row.model}@${row.version} ${from} → ${row.state}${why}`.slice(0, 2000), data }, () => this.store.markReported(row.id, row.state));
-  }
-
-  /** Download progress: /status and the reported state show it; the fleet gets an update.progress event at each quarter. */
-  private setProgress(row: UpdateRow, received: number): void {
-    const before = this.progress.get(row.id)?.received ?? row.receivedBytes;
-    this.progress.set(row.id, { received, waitingFor: null });
-    this.store.setReceived(row.id, received);
-    if (received > before) this.deps.metrics?.updateDownloadedBytes.inc(received - before);
-    const quarter = (n: number) => (row.size > 0 ? Math.floor((4 * n) / row.size) : 4);
-    if (row.size >= 1024 * 1024 && quarter(received) > quarter(before) && quarter(received) < 4) {
-      this.deps.events.emit({
-        kind: 'update.progress', severity: 'info', message: `${row.model}@${row.version}: ${quarter(received) * 25} % downloaded`,
-        data: { model: row.model, version: row.version, deployment: row.deployment, rollout: row.rollout, receivedBytes: received, sizeBytes: row.size },
-      });
-    }
-  }
-
-  /** The operator's rollback of one model (cmd rollback): see commands.ts. */
-  async rollbackModel(model: string): Promise<{ ok: true; from: number; to: number } | { ok: false; message: string }> {
-    const { models } = this.deps;
-    const latest = this.store.latest(model);
-    const back = latest ? this.previousOf(latest) : null;
-    if (latest && SERVING_NEW.has(latest.state) && back !== null) {
-      if (this.current?.id === latest.id) this.current.abort.abort(new StepError('operator', 'rolled back by the operator'));
-      else await this.rollback(latest, 'operator', 'rolled back by the operator');
-      return { ok: true, from: latest.version, to: back };
-    }
-    const pointer = this.store.pointer(model);
-    if (!pointer || pointer.active === null || pointer.previous === null) return { ok: false, message: `${model} has no previous version on this device` };
-    if (latest && !TERMINAL.has(latest.state)) this.supersede(latest);
-    const { active, previous } = pointer;
-    const dir = installedVersion(safeVersionDir(this.deps.config.modelRepository, model, previous), previous);
-    if (!dir) return { ok: false, message: `${model}@${previous} is no longer on disk` };
-    if (!models.versionsOf(model)?.some((v) => v.version === previous && v.state === 'ready')) await models.stage(model, dir);
-    models.activate(model, previous);
-    this.store.setPointer(model, previous, active);
-    this.deps.events.emit({ kind: 'update.rollback', severity: 'warn', message: `${model} rolled back from ${active} to ${previous} by the operator`, data: { model, from: active, to: previous } });
-    await this.retire(model, active);
-    return { ok: true, from: active, to: previous };
-  }
-
-  /** `reload`: the saved desired state again, and a new attempt for each model whose last deployment failed transiently. */
-  retryTransient(reasons: ReadonlySet<string>): number {
-    let retried = 0;
-    this.refused.clear();
-    for (const p of this.store.pointers()) {
-      const latest = this.store.latest(p.model);
-      if (latest?.state !== 'failed' || latest.reason === null || !reasons.has(latest.reason)) continue;
-      // Only what the fleet still wants, under an entry that still passes its checks (an expired one does not: U4).
-      const entry = this.desired?.models.find((m) => m.name === p.model && m.deployment === latest.deployment);
-      if (!entry || !checkDeployment(entry, { deviceId: this.deps.credentials?.deviceId ?? '', fleetPublicKeyPem: this.deps.credentials?.fleetPublicKey ?? '', now: new Date() }).ok) continue;
-      this.store.retry(latest);
-      retried++;
-    }
-    this.reconcile();
-    return retried;
-  }
-
   /** rollback / reload / diagnostics from the fleet's cmd topic. */
   async runCommand(message: CmdMessage): Promise<CommandOutcome> {
     // A command delivered at connect waits for boot (the repository loading, a crash settled) before it acts.
@@ -570,48 +506,22 @@ export class Updater {
     return runCommand(this, message);
   }
 
-  /** The /status and reported-state summary: per model what serves, what is kept, and the latest deployment. */
+  /** Re-sends transition events the outbox refused (called after each outbox commit). */
+  resendUnreported(): void {
+    if (this.booted) this.reporter.resendUnreported();
+  }
+
+  /** The /status and reported-state summary (reporter.ts). */
   summary(): Record<string, unknown> {
-    const models: Record<string, unknown> = {};
-    for (const p of this.store.pointers()) {
-      const row = this.store.latest(p.model);
-      const progress = row ? this.progress.get(row.id) : undefined;
-      const watch = this.monitor.progress(p.model);
-      models[p.model] = {
-        active: p.active, previous: p.previous, highestDeployment: p.highestDeployment,
-        update: row && {
-          version: row.version, state: row.state, deployment: row.deployment, rollout: row.rollout, reason: row.reason, detail: row.detail,
-          attempts: row.attempts, updatedAt: new Date(row.updatedAt).toISOString(),
-          ...(row.state === 'downloading' ? { receivedBytes: progress?.received ?? row.receivedBytes, sizeBytes: row.size } : {}),
-          ...(progress?.waitingFor ? { waitingFor: progress.waitingFor } : {}),
-          ...(row.state === 'probation' && watch ? { probation: watch } : {}),
-        },
-      };
-    }
-    const busy = this.store.unfinished()[0];
-    return { state: busy?.state ?? 'idle', desiredRevision: this.desired?.revision ?? null, models };
+    return this.reporter.summary(this.desired?.revision ?? null);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.current?.abort.abort(new Error('agent stopping'));
+    clearTimeout(this.reconcileTimer);
     if (this.judgeTimer) clearInterval(this.judgeTimer);
     this.judgeTimer = undefined;
     await this.loop?.catch(() => undefined);
   }
-}
-
-/**
- * OUTPOST_TEST_FAULT=<step>:<model>@<version>[,…] makes that step fail with load_failed (a test-only hook for the
- * 20-device rollout test, like OUTPOST_CRASH_AT in the peers' test suites); OUTPOST_TEST_CRASH_AT=<step> kills
- * the process (SIGKILL) as the step starts. Both are read once; unset in production.
- */
-function testFaultHook(): StepDeps['fault'] {
-  const faults = (process.env.OUTPOST_TEST_FAULT ?? '').split(',').filter(Boolean);
-  const crashAt = process.env.OUTPOST_TEST_CRASH_AT;
-  if (faults.length === 0 && !crashAt) return undefined;
-  return (step, row) => {
-    if (crashAt === step) process.kill(process.pid, 'SIGKILL');
-    if (faults.includes(`${step}:${row.model}@${row.version}`)) throw new StepError('load_failed', `test fault at ${step}`);
-  };
 }

@@ -78,6 +78,7 @@ export function checkDeployment(entry: DesiredModel, ctx: { deviceId: string; fl
         manifestSha256: manifestDigest(entry.manifest),
         deployment: entry.deployment,
         expires: entry.expires,
+        remove: entry.remove === true,
       });
     } catch (err) {
       return refuse('bad_signature', `${what}: the entry cannot form a signed statement: ${err instanceof Error ? err.message : String(err)}`);

@@ -15,6 +15,8 @@ import { createDesiredStore, type DesiredEntry, type DesiredStore } from './desi
 import type { MaintenanceWindows } from './maintenance.js';
 
 const HOUR_MS = 3_600_000;
+/** The sha256 field of a removal entry (it names no artifact). */
+export const TOMBSTONE_SHA256 = '0'.repeat(64);
 /** Backoff of a failed publish: the retained message is the truth, so a retry just sends the current one. */
 const RETRY_MIN_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
@@ -96,15 +98,25 @@ export function createDeployer(deps: DeployerDeps): Deployer {
   const sign = (deviceId: string, e: Omit<DesiredEntry, 'signature' | 'deviceId' | 'updatedAt' | 'rolloutId'>): string =>
     signStatement(deps.signingKey, deploymentStatement({
       device: deviceId, name: e.model, version: e.version, sha256: e.sha256, size: e.size,
-      manifestSha256: manifestDigest(e.manifest), deployment: e.deployment, expires: e.expires,
+      manifestSha256: manifestDigest(e.manifest), deployment: e.deployment, expires: e.expires, remove: e.removed,
     }));
 
   const setTx = db.transaction((deviceId: string, model: string, target: DeployTarget | null) => {
     const device = devices.get(deviceId);
     if (!device) throw fail('FLEET_NOT_FOUND', `no device ${deviceId}`);
     if (target === null) {
-      store.remove(deviceId, model);
-      return { deployment: 0, revision: store.bumpRevision(deviceId) };
+      // Removal is signed like any deployment (a tombstone with its own counter): an unsigned "absent from the
+      // list" must never make a box delete a model.
+      const current = store.entry(deviceId, model);
+      if (!current || current.removed) return { deployment: current?.deployment ?? 0, revision: store.revision(deviceId)?.revision ?? 0 };
+      const now = clock.now();
+      const fields = {
+        model, version: current.version, sha256: TOMBSTONE_SHA256, size: 0, manifest: null,
+        deployment: store.nextDeployment(), expires: isoAt(now + ttlMs), removed: true,
+      };
+      store.upsert({ ...fields, deviceId, rolloutId: current.rolloutId, signature: sign(deviceId, fields), updatedAt: isoAt(now) });
+      metrics.deployments.inc({ cause: 'set' });
+      return { deployment: fields.deployment, revision: store.bumpRevision(deviceId) };
     }
     if (device.revokedAt !== null) throw fail('FLEET_DEVICE_REVOKED', `device ${deviceId} is revoked`);
     const version = registry.get(model, target.version);
@@ -112,7 +124,7 @@ export function createDeployer(deps: DeployerDeps): Deployer {
     const now = clock.now();
     const fields = {
       model, version: version.version, sha256: version.sha256, size: version.size, manifest: version.manifest,
-      deployment: store.nextDeployment(), expires: isoAt(now + ttlMs),
+      deployment: store.nextDeployment(), expires: isoAt(now + ttlMs), removed: false,
     };
     store.upsert({ ...fields, deviceId, rolloutId: target.rollout, signature: sign(deviceId, fields), updatedAt: isoAt(now) });
     metrics.deployments.inc({ cause: 'set' });
@@ -140,8 +152,8 @@ export function createDeployer(deps: DeployerDeps): Deployer {
     return DesiredMessageSchema.parse({
       v: PROTOCOL_VERSION, deviceId, revision: rev.revision, ts: isoAt(clock.now()),
       models: entries.map((e) => ({
-        name: e.model, version: e.version, sha256: e.sha256, size: e.size, url: artifactUrl(e.model, e.version), manifest: e.manifest,
-        deployment: e.deployment, expires: e.expires, rollout: e.rolloutId, signature: e.signature,
+        name: e.model, version: e.version, sha256: e.sha256, size: e.size, url: e.removed ? '' : artifactUrl(e.model, e.version), manifest: e.manifest,
+        deployment: e.deployment, expires: e.expires, rollout: e.rolloutId, signature: e.signature, ...(e.removed ? { remove: true } : {}),
       })),
       maintenanceWindow: device ? deps.maintenance.windowFor(device) : null,
       thresholds: thresholdsOf(entries),
@@ -210,7 +222,7 @@ export function createDeployer(deps: DeployerDeps): Deployer {
     const touched = new Set<string>();
     for (const e of store.expiringBy(isoAt(now + ttlMs / 2))) {
       // A new counter for the same version and sha256: the agent accepts it as fresher metadata, not as a change.
-      const fields = { model: e.model, version: e.version, sha256: e.sha256, size: e.size, manifest: e.manifest, deployment: store.nextDeployment(), expires: isoAt(now + ttlMs) };
+      const fields = { model: e.model, version: e.version, sha256: e.sha256, size: e.size, manifest: e.manifest, deployment: store.nextDeployment(), expires: isoAt(now + ttlMs), removed: e.removed };
       store.upsert({ ...e, ...fields, signature: sign(e.deviceId, fields), updatedAt: isoAt(now) });
       metrics.deployments.inc({ cause: 'refresh' });
       touched.add(e.deviceId);

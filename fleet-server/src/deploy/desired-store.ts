@@ -13,6 +13,8 @@ export interface DesiredEntry {
   expires: string;
   rolloutId: string | null;
   signature: string;
+  /** A signed tombstone: the device removes the model (a rollout rolling back a first install). */
+  removed: boolean;
   updatedAt: string;
 }
 
@@ -27,6 +29,7 @@ interface EntryRow {
   expires: string;
   rollout_id: string | null;
   signature: string;
+  removed: number;
   updated_at: string;
 }
 
@@ -34,7 +37,7 @@ function toEntry(r: EntryRow): DesiredEntry {
   return {
     deviceId: r.device_id, model: r.model, version: r.version, sha256: r.sha256, size: r.size,
     manifest: r.manifest === null ? null : (JSON.parse(r.manifest) as Record<string, unknown>),
-    deployment: r.deployment, expires: r.expires, rolloutId: r.rollout_id, signature: r.signature, updatedAt: r.updated_at,
+    deployment: r.deployment, expires: r.expires, rolloutId: r.rollout_id, signature: r.signature, removed: r.removed === 1, updatedAt: r.updated_at,
   };
 }
 
@@ -69,11 +72,11 @@ export interface DesiredStore {
 export function createDesiredStore(db: Db): DesiredStore {
   const counter = db.prepare<[], { value: number }>("UPDATE fleet_counters SET value = value + 1 WHERE name = 'deployment' RETURNING value");
   const upsert = db.prepare(
-    `INSERT INTO device_desired (device_id, model, version, sha256, size, manifest, deployment, expires, rollout_id, signature, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    `INSERT INTO device_desired (device_id, model, version, sha256, size, manifest, deployment, expires, rollout_id, signature, removed, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (device_id, model) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, size = excluded.size,
        manifest = excluded.manifest, deployment = excluded.deployment, expires = excluded.expires, rollout_id = excluded.rollout_id,
-       signature = excluded.signature, updated_at = excluded.updated_at`,
+       signature = excluded.signature, removed = excluded.removed, updated_at = excluded.updated_at`,
   );
   const remove = db.prepare('DELETE FROM device_desired WHERE device_id = ? AND model = ?');
   const entries = db.prepare<[string], EntryRow>('SELECT * FROM device_desired WHERE device_id = ? ORDER BY model');
@@ -96,7 +99,7 @@ export function createDesiredStore(db: Db): DesiredStore {
       return row.value;
     },
     upsert: (e) => {
-      upsert.run(e.deviceId, e.model, e.version, e.sha256, e.size, e.manifest === null ? null : JSON.stringify(e.manifest), e.deployment, e.expires, e.rolloutId, e.signature, e.updatedAt);
+      upsert.run(e.deviceId, e.model, e.version, e.sha256, e.size, e.manifest === null ? null : JSON.stringify(e.manifest), e.deployment, e.expires, e.rolloutId, e.signature, e.removed ? 1 : 0, e.updatedAt);
     },
     remove: (deviceId, model) => remove.run(deviceId, model).changes > 0,
     entries: (deviceId) => entries.all(deviceId).map(toEntry),

@@ -121,6 +121,7 @@ export const FLEET_MIGRATIONS: readonly string[] = [
      expires TEXT NOT NULL,
      rollout_id TEXT,
      signature TEXT NOT NULL,
+     removed INTEGER NOT NULL DEFAULT 0,   -- 1: a signed tombstone (the device must remove the model)
      updated_at TEXT NOT NULL,
      PRIMARY KEY (device_id, model)
    );

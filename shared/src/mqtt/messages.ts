@@ -135,7 +135,8 @@ export const DesiredModelSchema = z.strictObject({
   version,
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   size: count,
-  url: z.string().min(1).max(2048),
+  /** Where the artifact is (relative to the fleet URL); empty for a removal. */
+  url: z.string().max(2048),
   /** The manifest the version is loaded with (the registry's copy), or null; signed through its digest. */
   manifest: z.record(z.string(), z.unknown()).nullable(),
   /** Fleet-wide monotonic counter of this deployment; the agent refuses one below the highest it accepted. */
@@ -144,6 +145,8 @@ export const DesiredModelSchema = z.strictObject({
   expires: iso,
   /** The rollout this entry belongs to, for the events the agent sends back (not signed: bookkeeping only). */
   rollout: z.string().max(64).nullable().default(null),
+  /** A signed removal: the device unloads the model and deletes its files (sha256 all zeros, size 0). */
+  remove: z.boolean().default(false),
   /** base64 ed25519 signature by the fleet key over deploymentStatement() (shared/src/signing.ts). */
   signature: z.string().min(1).max(256),
 });
