@@ -18,8 +18,8 @@ import { epochMs, type SwapLoadStart, type SwapPhaseResult } from './updates-pro
 
 /**
  * The swap part of the updates section (issue 5 item 12): an in-process agent (createAgent, real onnxruntime
- * sessions, real HTTP on 127.0.0.1 port 0) serving the generated `simple` version 1, a closed-loop KServe JSON
- * load from a child process (bench/swap-load.ts), and rounds of two phases: steady state, then a window in which
+ * sessions, real HTTP on 127.0.0.1 port 0) serving the generated `simple` version 1, a KServe JSON load (open
+ * loop at a camera-like rate by default, or closed loop) from a child process (bench/swap-load.ts), and rounds of two phases: steady state, then a window in which
  * this process swaps simple 1 ↔ 2 with the calls the update machine makes (models.stage(name, dir) → activate →
  * retire of the previous version). The rounds interleave the two kinds of phase so that a change in the
  * machine's speed (other work on a shared VM) lands on both; the ratio is taken over the pooled requests.
@@ -199,7 +199,9 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
     model: MODEL, clients: opts.clients, phases: [], pooled: undefined, overlap: undefined, swaps: [], stage: undefined, activate: undefined, retire: undefined,
     p99Ratio: undefined, p50Ratio: undefined, steadyDriftPct: undefined, error: undefined,
   };
-  const config = loadConfig({ env: {}, flags: { dataDir: path.join(dir, 'data'), modelRepository: repo, http: { host: '127.0.0.1', port: 0 }, log: { level: 'warn' } } });
+  // BENCH_AGENT_CONFIG (JSON): extra agent config for A/B runs, e.g. {"inference":{"allowSpinning":false}}.
+  const extra = JSON.parse(process.env.BENCH_AGENT_CONFIG ?? '{}') as Record<string, unknown>;
+  const config = loadConfig({ env: {}, flags: { ...extra, dataDir: path.join(dir, 'data'), modelRepository: repo, http: { host: '127.0.0.1', port: 0 }, log: { level: 'warn' } } });
   const agent: Agent = await createAgent(config, { log: pino({ level: 'warn' }, pino.destination({ dest: path.join(dir, 'agent.log'), sync: true })) });
   let child: ChildProcess | undefined;
   try {
@@ -212,7 +214,7 @@ export async function runSwap(ctx: SwapContext): Promise<SwapResult> {
 
     child = forkChild(ctx.loadModule);
     const { body, expected } = requestBody();
-    const start: SwapLoadStart = { type: 'start', host: url.hostname, port: Number(url.port), model: MODEL, concurrency: opts.clients, body, expected };
+    const start: SwapLoadStart = { type: 'start', host: url.hostname, port: Number(url.port), model: MODEL, concurrency: opts.clients, ratePerS: opts.ratePerS, body, expected };
     await phase(child, start, 'steady', 0, () => sleep(opts.warmupS * 1000));
     let active = 1;
     const swapWindow = async (): Promise<void> => {

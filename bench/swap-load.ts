@@ -13,7 +13,8 @@ const REQUEST_TIMEOUT_MS = 30_000;
 let running: { stop(): Promise<SwapPhaseResult> } | undefined;
 
 function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: job.concurrency });
+  // Open loop: a request does not wait for the one before it, so each client may need a few sockets.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: job.ratePerS > 0 ? job.concurrency * 8 : job.concurrency });
   const body = Buffer.from(job.body);
   const headers = { 'content-type': 'application/json', 'content-length': String(body.length) };
   const result: SwapPhaseResult = { type: 'phase-result', startedAt: epochMs(), stoppedAt: 0, latenciesMs: [], sentAt: [], statusCounts: {}, versions: {}, mismatches: 0, firstError: undefined };
@@ -38,9 +39,10 @@ function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
     }
   };
 
-  const once = (): Promise<void> =>
+  const once = (scheduledAt?: number): Promise<void> =>
     new Promise((resolve) => {
-      const t0 = performance.now();
+      // Open loop: from the time the request was due, so a stalled agent cannot hide its delay (coordinated omission).
+      const t0 = scheduledAt ?? performance.now();
       const sentAt = epochMs();
       const done = (status: number, error?: string) => {
         result.latenciesMs.push(performance.now() - t0);
@@ -66,7 +68,22 @@ function start(job: SwapLoadStart): { stop(): Promise<SwapPhaseResult> } {
     });
 
   const loop = async (): Promise<void> => {
-    while (!stopping) await once();
+    if (job.ratePerS <= 0) {
+      while (!stopping) await once();
+      return;
+    }
+    const interval = (1000 * job.concurrency) / job.ratePerS;
+    const inFlight = new Set<Promise<void>>();
+    let next = performance.now() + Math.random() * interval;
+    while (!stopping) {
+      const wait = next - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const p = once(next);
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      next += interval;
+    }
+    await Promise.all(inFlight);
   };
   const loops = Array.from({ length: job.concurrency }, loop);
   return {

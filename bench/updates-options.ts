@@ -17,8 +17,10 @@ export interface UpdatesBenchOptions {
   /** Longest wait for one rollout to complete, seconds. */
   rolloutTimeoutS: number;
   // ---- swap
-  /** Closed-loop KServe JSON clients. */
+  /** KServe JSON clients. */
   clients: number;
+  /** Open-loop request rate over all clients (cameras at a fixed frame rate); 0 = closed loop (saturating). */
+  ratePerS: number;
   warmupS: number;
   /** Rounds of (steady phase, swap window), interleaved so a change in machine speed lands on both kinds. */
   rounds: number;
@@ -50,13 +52,15 @@ latency during hot swaps against steady state (see bench/README.md, "Updates ben
   --connect-rate N        device connections started per second (default 200)          BENCH_CONNECT_RATE
   --enroll-concurrency N  concurrent enrollments (default 8)                           BENCH_ENROLL_CONCURRENCY
   --rollout-timeout-s N   longest wait for one rollout (default 120)                   BENCH_ROLLOUT_TIMEOUT_S
-  --clients N             closed-loop infer clients during the swap part (default 4)   BENCH_CLIENTS
+  --clients N             infer clients during the swap part (default 4)              BENCH_CLIENTS
+  --rate N                open-loop requests/s over all clients, as cameras at a fixed
+                          frame rate (default 1000); 0 = closed loop, saturating       BENCH_RATE
   --warmup-s N            unmeasured load before the first round (full 3, quick 1)    BENCH_WARMUP_S
   --rounds N              rounds of steady phase + swap window (full 3, quick 2)       BENCH_ROUNDS
   --steady-s N            each round's steady phase (full 4, quick 2.5)                BENCH_STEADY_S
   --swaps N               at least N swaps in each round's window (full 12, quick 8)   BENCH_SWAPS
   --min-swap-window-s N   and the window lasts at least N s (full 4, quick 2.5)        BENCH_MIN_SWAP_WINDOW_S
-  --swap-gap-ms N         pause after each swap (default 0: back to back)              BENCH_SWAP_GAP_MS
+  --swap-gap-ms N         pause after each swap (default 250; 0: back to back)         BENCH_SWAP_GAP_MS
   --max-p99-factor N      target: p99 during swaps ≤ N × steady p99 (default 1.5)     BENCH_MAX_P99_FACTOR
   --results DIR           where the JSON goes (default bench/results)
   --keep-temp             keep the temp dir (fleet data dirs, agent repository, logs)
@@ -76,6 +80,7 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
       'enroll-concurrency': { type: 'string' },
       'rollout-timeout-s': { type: 'string' },
       clients: { type: 'string' },
+      rate: { type: 'string' },
       'warmup-s': { type: 'string' },
       rounds: { type: 'string' },
       'steady-s': { type: 'string' },
@@ -117,12 +122,13 @@ export function parseUpdatesOptions(argv = process.argv.slice(2), env = process.
     enrollConcurrency: pick('enroll-concurrency', 8, 1, true),
     rolloutTimeoutS: pick('rollout-timeout-s', 120, 1),
     clients: pick('clients', 4, 1, true),
+    ratePerS: pick('rate', 1000, 0),
     warmupS: pick('warmup-s', quick ? 1 : 3, 0),
     rounds: pick('rounds', quick ? 2 : 3, 1, true),
     steadyS: pick('steady-s', quick ? 2.5 : 4, 0.5),
     swaps: pick('swaps', quick ? 8 : 12, 1, true),
     minSwapWindowS: pick('min-swap-window-s', quick ? 2.5 : 4, 0),
-    swapGapMs: pick('swap-gap-ms', 0, 0),
+    swapGapMs: pick('swap-gap-ms', 250, 0),
     maxP99Factor: pick('max-p99-factor', 1.5, 1),
     resultsDir: values.results,
     keepTemp: values['keep-temp'] === true,

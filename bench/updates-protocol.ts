@@ -100,8 +100,13 @@ export interface SwapLoadStart {
   port: number;
   /** The model every request names, without a version: the active version answers. */
   model: string;
-  /** Closed-loop clients, one keep-alive connection each. */
+  /** Clients: closed loop (one request in flight each) when ratePerS is 0. */
   concurrency: number;
+  /**
+   * Open loop: requests per second over all clients, sent on schedule whether or not earlier ones were answered
+   * (as cameras send frames); latency counts from the scheduled send time. 0 = closed loop.
+   */
+  ratePerS: number;
   /** KServe v2 JSON request body. */
   body: string;
   /** OUTPUT0 each served version must return for `body` (version → values). */

@@ -83,7 +83,7 @@ export function renderUpdatesMarkdown(r: UpdatesReport): string {
 
   const s = r.swap;
   if (s) {
-    out.push(`## Request latency during hot swaps: \`${s.model}\` 1 ↔ 2, KServe JSON, ${s.clients} closed-loop clients`, '');
+    out.push(`## Request latency during hot swaps: \`${s.model}\` 1 ↔ 2, KServe JSON, ${s.clients} clients`, '');
     if (s.error) out.push(`ERROR: ${s.error}`, '');
     out.push('| Phase | s | Requests | req/s | p50 ms | p95 ms | p99 ms | max ms | non-2xx | Served by version | Agent CPU % | Load CPU % | Other CPU % | Agent event-loop delay p99 / max ms |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|');
     const row = (name: string, p: SwapPhase) => {
