@@ -334,13 +334,13 @@ describe('waitForWindow', () => {
   it('#10a rejects when the signal is already aborted, even with the window open', async () => {
     const ac = new AbortController();
     ac.abort(new Error('superseded'));
-    await expect(waitForWindow(null, ac.signal, () => undefined)).rejects.toThrow('superseded');
+    await expect(waitForWindow(() => null, ac.signal, () => undefined)).rejects.toThrow('superseded');
   });
 
   it('#10b keeps one abort listener while it waits, not one per re-check', async () => {
     vi.useFakeTimers({ now: new Date('2030-06-01T12:00:00Z') });
     const ac = new AbortController();
-    const waiting = waitForWindow({ cron: '0 3 1 1 *', durationMinutes: 60 }, ac.signal, () => undefined);
+    const waiting = waitForWindow(() => ({ cron: '0 3 1 1 *', durationMinutes: 60 }), ac.signal, () => undefined);
     const settled = waiting.catch(() => 'aborted');
     await vi.advanceTimersByTimeAsync(10 * 60_000);
     const listeners = getEventListeners(ac.signal, 'abort').length;

@@ -138,35 +138,40 @@ export async function stage(deps: StepDeps, row: UpdateRow): Promise<void> {
 }
 
 /**
- * Resolves when activation is allowed by the maintenance window (now, or at the window's next start). An
- * expression the agent cannot read fails the deployment rather than activating outside the intended hours.
+ * Resolves when activation is allowed by the maintenance window (now, or once a window opens). The window is read
+ * again at every check (at least once a second), so a desired state that changes or removes it takes effect while
+ * a staged version waits. An expression the agent cannot read fails the deployment rather than activating outside
+ * the intended hours.
  */
-export function waitForWindow(window: DesiredMessage['maintenanceWindow'], signal: AbortSignal, onWaiting: (next: Date | null) => void): Promise<void> {
+export function waitForWindow(currentWindow: () => DesiredMessage['maintenanceWindow'], signal: AbortSignal, onWaiting: (next: Date | null) => void): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
-  const problem = validateWindow(window);
-  if (problem) return Promise.reject(new StepError('bad_window', `maintenance window ${JSON.stringify(window)}: ${problem}`));
-  if (inWindow(window, new Date())) return Promise.resolve();
   return new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     const onAbort = (): void => {
       clearTimeout(timer);
       reject(signal.reason as Error);
     };
+    const finish = (err?: Error): void => {
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
     const check = (): void => {
-      if (inWindow(window, new Date())) {
-        signal.removeEventListener('abort', onAbort);
-        return resolve();
-      }
+      const window = currentWindow();
+      const problem = validateWindow(window);
+      if (problem) return finish(new StepError('bad_window', `maintenance window ${JSON.stringify(window)}: ${problem}`));
+      if (inWindow(window, new Date())) return finish();
       const next = nextWindowStart(window, new Date());
       onWaiting(next);
-      // Re-checked at least once a minute: a clock step must not strand the update.
-      timer = setTimeout(check, next === null ? 60_000 : Math.min(60_000, Math.max(50, next.getTime() - Date.now() + 5)));
+      timer = setTimeout(check, next === null ? WINDOW_RECHECK_MS : Math.min(WINDOW_RECHECK_MS, Math.max(20, next.getTime() - Date.now() + 5)));
     };
-    if (signal.aborted) return reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });
     check();
   });
 }
+
+/** Longest wait between two looks at the maintenance window while a staged version waits for it. */
+const WINDOW_RECHECK_MS = 1_000;
 
 async function isIntact(file: string, row: Pick<UpdateRow, 'size' | 'sha256'>): Promise<boolean> {
   try {

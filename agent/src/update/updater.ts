@@ -307,7 +307,7 @@ export class Updater {
         this.monitor.freezeBaseline(row.model, this.deps.models.active(row.model)?.version, this.policy().minRequests);
         await stage(this.steps, row);
         abort.signal.throwIfAborted();
-        await waitForWindow(this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
+        await waitForWindow(() => this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
           const waiting = `waiting for the maintenance window${next ? ` (next ${next.toISOString()})` : ''}`;
           this.reporter.waiting(row, waiting);
         });
