@@ -5,6 +5,9 @@
  * Pure functions, no onnxruntime: the agent and the fleet CLI each run the session their own way.
  */
 import type { Golden, GoldenOutput } from './manifest.js';
+import { float32ToHalf, halfToFloat32 } from './half.js';
+
+export { float32ToHalf, halfToFloat32 };
 
 export type GoldenDatatype = Golden['inputs'][string]['datatype'];
 
@@ -150,39 +153,4 @@ function sums(data: ArrayLike<number | bigint>): { sum: number; absSum: number }
 function firstNaN(data: ArrayLike<number | bigint>): number {
   for (let i = 0; i < data.length; i++) if (typeof data[i] === 'number' && Number.isNaN(data[i])) return i;
   return -1;
-}
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** IEEE 754 single → half bits, round to nearest-even (same rule as the agent's tensor.ts). */
-export function float32ToHalf(value: number): number {
-  f32[0] = value;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    if ((mant >>> (shift - 1)) & 1 && ((mant & ((1 << (shift - 1)) - 1)) || half & 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  if (mant & 0x1000 && (mant & 0xfff || half & 1)) half++;
-  return sign | half;
-}
-
-export function halfToFloat32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
