@@ -81,7 +81,7 @@ export async function rollbackModel(u: Updater, model: string): Promise<{ ok: tr
 /** `reload`: the saved desired state again, and a new attempt for each model whose last deployment failed transiently. */
 export function retryTransient(u: Updater, reasons: ReadonlySet<string>): number {
   let retried = 0;
-  u.refused.clear();
+  u.reporter.clearRefused();
   for (const p of u.store.pointers()) {
     const latest = u.store.latest(p.model);
     if (latest?.state !== 'failed' || latest.reason === null || !reasons.has(latest.reason)) continue;

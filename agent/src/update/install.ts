@@ -1,5 +1,6 @@
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import type { DesiredModel } from '../../../shared/src/mqtt/messages.js';
 import type { VersionDir } from '../repository/scan.js';
 
@@ -52,8 +53,19 @@ export function installedVersion(versionDir: string, version: number): VersionDi
   return { version, dir: versionDir, modelPath, manifestPath: existsSync(manifestPath) ? manifestPath : undefined };
 }
 
-/** Deletes every version directory of a model except `keep` (active and previous), and leftover installs. */
-export function collectGarbage(modelDir: string, keep: readonly number[]): number[] {
+/** Deletes every version directory of a model except `keep` (active and previous), and leftover installs; never throws. */
+export function collectGarbage(modelDir: string, keep: readonly number[], log: Logger): number[] {
+  try {
+    const removed = collectGarbageOrThrow(modelDir, keep);
+    if (removed.length > 0) log.info({ modelDir, removed }, 'old model versions deleted');
+    return removed;
+  } catch (err) {
+    log.warn({ modelDir, err: (err as Error).message }, 'cannot delete old model versions');
+    return [];
+  }
+}
+
+function collectGarbageOrThrow(modelDir: string, keep: readonly number[]): number[] {
   let entries: string[];
   try {
     entries = readdirSync(modelDir);

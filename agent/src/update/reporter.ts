@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { DesiredModel } from '../../../shared/src/mqtt/messages.js';
 import type { FleetEvents } from '../link/fleet-events.js';
 import type { AgentMetrics } from '../metrics/agent-metrics.js';
 import type { ProbationMonitor } from './probation.js';
@@ -24,8 +25,30 @@ export class TransitionReporter {
   private readonly reporting = new Set<number>();
   private readonly progressOf = new Map<number, { received: number; waitingFor: string | null }>();
   private resending = false;
+  /** Entries refused before they were accepted (bad signature, expired …), so each is reported once. */
+  private readonly refusedKeys = new Set<string>();
 
   constructor(private readonly deps: ReporterDeps) {}
+
+  /**
+   * A desired entry refused before it was accepted: reported as idle → failed, once per distinct entry. Not
+   * persisted: an entry that failed its checks must not move the replay counter (a forged 2^53 would brick updates).
+   */
+  refused(entry: DesiredModel, reason: string, detail: string, previousVersion: number | null): void {
+    const key = `${entry.name}#${entry.deployment}#${reason}#${entry.signature.slice(0, 24)}#${entry.sha256.slice(0, 12)}`;
+    if (this.refusedKeys.has(key)) return;
+    this.refusedKeys.add(key);
+    this.deps.log.warn({ model: entry.name, version: entry.version, deployment: entry.deployment, reason, detail }, 'deployment refused');
+    this.deps.events.emit({
+      kind: 'update.transition', severity: 'error', message: `${entry.name}@${entry.version} refused: ${detail}`.slice(0, 2000),
+      data: { model: entry.name, version: entry.version, previousVersion, from: 'idle', to: 'failed', deployment: entry.deployment, rollout: entry.rollout, reason, detail: detail.slice(0, 2000) },
+    });
+  }
+
+  /** `reload`: refused entries are reported again if they come again. */
+  clearRefused(): void {
+    this.refusedKeys.clear();
+  }
 
   transition(row: UpdateRow, from: UpdateState): void {
     const { store, events, log } = this.deps;
@@ -116,3 +139,4 @@ export class TransitionReporter {
     return { state: busy?.state ?? 'idle', desiredRevision, models };
   }
 }
+

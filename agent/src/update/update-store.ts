@@ -1,6 +1,8 @@
 import type { DesiredMessage, DesiredModel } from '../../../shared/src/mqtt/messages.js';
 import type { Db } from '../storage/database.js';
+import { installedVersion } from './install.js';
 import { assertTransition, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
+import { safeVersionDir } from './verify.js';
 
 /** One accepted deployment of one model, as the `updates` table holds it (migration 3). */
 export interface UpdateRow {
@@ -182,6 +184,13 @@ export class UpdateStore {
     this.db.prepare('UPDATE updates SET reported_state = ? WHERE id = ?').run(state, id);
   }
 
+  /** Versions of a model whose files must stay: active, previous, and every deployment still in progress. */
+  versionsInUse(model: string): number[] {
+    const p = this.pointer(model);
+    const inProgress = this.unfinished().filter((r) => r.model === model).map((r) => r.version);
+    return [p?.active, p?.previous, ...inProgress].filter((v): v is number => typeof v === 'number');
+  }
+
   pointer(model: string): Pointer | undefined {
     const r = this.db.prepare('SELECT model, active, previous, highest_deployment AS highestDeployment FROM model_pointer WHERE model = ?').get(model) as Pointer | undefined;
     return r;
@@ -201,4 +210,14 @@ export class UpdateStore {
     const r = this.db.prepare('SELECT body FROM desired_state WHERE id = 1').get() as { body: string } | undefined;
     return r ? (JSON.parse(r.body) as DesiredMessage) : undefined;
   }
+}
+
+/** The versions ModelManager loads for a fleet-managed model at boot: the active one, and the previous while on probation. */
+export function bootSelection(store: UpdateStore, repositoryDir: string, model: string): { active: number; keep: number[] } | undefined {
+  const pointer = store.pointer(model);
+  if (!pointer || pointer.active === null) return undefined;
+  if (!installedVersion(safeVersionDir(repositoryDir, model, pointer.active), pointer.active)) return undefined;
+  const latest = store.latest(model);
+  const keep = latest?.state === 'probation' && pointer.previous !== null ? [pointer.previous] : [];
+  return { active: pointer.active, keep };
 }

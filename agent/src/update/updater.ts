@@ -15,7 +15,7 @@ import { ProbationMonitor, probationPolicy, type ProbationPolicy } from './proba
 import { SERVING_NEW, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
 import { download, partFile, stage, stagingDir, StepError, testFaultHook, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
 import { TransitionReporter } from './reporter.js';
-import { UpdateStore, type UpdateRow } from './update-store.js';
+import { bootSelection, UpdateStore, type UpdateRow } from './update-store.js';
 import { checkDeployment, safeVersionDir } from './verify.js';
 import { runCommand } from './commands.js';
 
@@ -63,9 +63,6 @@ export class Updater {
   private readonly bootedPromise = new Promise<void>((resolve) => {
     this.markBooted = resolve;
   });
-  /** Entries refused before they were accepted (bad signature, expired …), so each is reported once. */
-  /** @internal commands.ts */
-  readonly refused = new Set<string>();
   private readonly steps: StepDeps;
   readonly reporter: TransitionReporter;
 
@@ -96,13 +93,9 @@ export class Updater {
 
   /** The versions ModelManager loads for a fleet-managed model at boot: the active one, and the previous while on probation. */
   selection(model: string): { active: number; keep: number[] } | undefined {
-    const pointer = this.store.pointer(model);
-    if (!pointer || pointer.active === null) return undefined;
-    if (!installedVersion(safeVersionDir(this.deps.config.modelRepository, model, pointer.active), pointer.active)) return undefined;
-    const latest = this.store.latest(model);
-    const keep = latest?.state === 'probation' && pointer.previous !== null ? [pointer.previous] : [];
-    return { active: pointer.active, keep };
+    return bootSelection(this.store, this.deps.config.modelRepository, model);
   }
+
 
   /** After the repository loaded: re-sends lost transition events, resumes probation and the runner, reconciles the saved desired state. */
   boot(): void {
@@ -243,16 +236,9 @@ export class Updater {
   }
 
   private refuse(entry: DesiredModel, reason: string, detail: string): void {
-    const key = `${entry.name}#${entry.deployment}#${reason}#${entry.signature.slice(0, 24)}#${entry.sha256.slice(0, 12)}`;
-    if (this.refused.has(key)) return;
-    this.refused.add(key);
-    this.deps.log.warn({ model: entry.name, version: entry.version, deployment: entry.deployment, reason, detail }, 'deployment refused');
-    // Not persisted: an entry that failed its checks must not move the replay counter (a forged 2^53 would brick updates).
-    this.deps.events.emit({
-      kind: 'update.transition', severity: 'error', message: `${entry.name}@${entry.version} refused: ${detail}`.slice(0, 2000),
-      data: { model: entry.name, version: entry.version, previousVersion: this.deps.models.active(entry.name)?.version ?? null, from: 'idle', to: 'failed', deployment: entry.deployment, rollout: entry.rollout, reason, detail: detail.slice(0, 2000) },
-    });
+    this.reporter.refused(entry, reason, detail, this.deps.models.active(entry.name)?.version ?? null);
   }
+
 
   /** Starts the runner unless it runs; it takes unfinished deployments oldest first, one at a time. */
   private kick(): void {
@@ -453,15 +439,8 @@ export class Updater {
   }
 
   /** Versions whose files must stay: active, previous, and every deployment still in progress. */
-  private needed(model: string): number[] {
-    const p = this.store.pointer(model);
-    const inProgress = this.store.unfinished().filter((r) => r.model === model).map((r) => r.version);
-    return [p?.active, p?.previous, ...inProgress].filter((v): v is number => typeof v === 'number');
-  }
-
   private deleteUnlessNeeded(model: string, version: number): void {
-    if (this.needed(model).includes(version)) return;
-    rmSync(safeVersionDir(this.deps.config.modelRepository, model, version), { recursive: true, force: true });
+    if (!this.store.versionsInUse(model).includes(version)) rmSync(safeVersionDir(this.deps.config.modelRepository, model, version), { recursive: true, force: true });
   }
 
   /** @internal commands.ts */
@@ -474,12 +453,7 @@ export class Updater {
 
   /** Deletes the model's version directories that nothing needs (read now, after any await that came before). */
   private gc(model: string): void {
-    try {
-      const removed = collectGarbage(path.join(this.deps.config.modelRepository, model), this.needed(model));
-      if (removed.length > 0) this.deps.log.info({ model, removed }, 'old model versions deleted');
-    } catch (err) {
-      this.deps.log.warn({ model, err: (err as Error).message }, 'cannot delete old model versions');
-    }
+    collectGarbage(path.join(this.deps.config.modelRepository, model), this.store.versionsInUse(model), this.deps.log);
   }
 
   /** Writes the transition, then reports it (the event goes through the outbox; a crash in between re-sends it at boot). */
@@ -492,11 +466,7 @@ export class Updater {
   }
 
   private changed(): void {
-    try {
-      this.deps.onChange?.();
-    } catch (err) {
-      this.deps.log.warn({ err: (err as Error).message }, 'cannot refresh the reported state');
-    }
+    fireAndLog(() => this.deps.onChange?.(), this.deps.log, 'cannot refresh the reported state');
   }
 
   /** rollback / reload / diagnostics from the fleet's cmd topic. */
@@ -523,5 +493,14 @@ export class Updater {
     if (this.judgeTimer) clearInterval(this.judgeTimer);
     this.judgeTimer = undefined;
     await this.loop?.catch(() => undefined);
+  }
+}
+
+/** Runs a side task whose failure must not disturb the machine (it is logged). */
+function fireAndLog(fn: () => void, log: Logger, message: string): void {
+  try {
+    fn();
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, message);
   }
 }
