@@ -197,7 +197,13 @@ export class Updater {
       if (adopted.rollout !== unfinished.rollout) this.reporter.transition(adopted, adopted.state);
       return;
     }
-    if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === unfinished.previousVersion) {
+    if (unfinished?.state === 'rolling_back') {
+      // A rollback is running (it awaits loads): wait for it, then look again (rollback() reconciles at its end).
+      // Going back to the version it restores is what it does already.
+      if (entry.version === this.previousOf(unfinished)) this.store.raiseHighest(entry.name, entry.deployment);
+      return;
+    }
+    if (unfinished && SERVING_NEW.has(unfinished.state) && entry.version === this.previousOf(unfinished)) {
       // The fleet wants the version this box just left (a rollout rolling back): the quick way back.
       this.store.raiseHighest(entry.name, entry.deployment);
       this.rollbackNow(unfinished, 'operator', `the fleet asked for version ${entry.version} again`);
@@ -400,6 +406,7 @@ export class Updater {
     } catch (err) {
       log.error({ model: row.model, previous: prev, err: (err as Error).message }, 'cannot bring the previous version back; the new one keeps serving');
       this.move(rb, 'rolled_back', { detail: `${detail}; the previous version could not be loaded: ${(err as Error).message}`, pointer: { active: row.version, previous: null } });
+      this.reconcile();
       return;
     }
     // No previous version (a first install): the model goes away, as it was before the update.
@@ -407,6 +414,7 @@ export class Updater {
     if (prev === null) await models.unload(row.model, row.version).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'cannot unload'));
     else await this.retire(row.model, row.version);
     this.deleteUnlessNeeded(row.model, row.version);
+    this.reconcile(); // a desired state that arrived during the rollback is acted on now
   }
 
   /** Completes a rollback at boot, before anything is loaded: only the pointer and the files change. */
@@ -433,6 +441,7 @@ export class Updater {
       if (this.deps.models.active(row.model)?.version !== row.version) await this.retire(row.model, row.version);
       this.move(rb, 'rolled_back');
       this.deleteUnlessNeeded(row.model, row.version);
+      this.reconcile();
       return;
     }
     this.move(current, 'failed', { reason, detail });

@@ -67,7 +67,11 @@ export function registerDeployRoutes(api: FastifyInstance, ctx: DeployRoutesCont
 
   /** Default rollback target: the version before the latest rollout, else the highest registry version below the current one. */
   function previousVersion(device: DeviceRecord, model: string): number {
-    const current = ctx.deployer.entry(device.id, model)?.version ?? reportedVersion(device, model);
+    // A removal tombstone names the version it removed: the fleet took the model off the box, so it has no current
+    // version to step back from (the operator names the version to deploy).
+    const entry = ctx.deployer.entry(device.id, model);
+    if (entry?.removed) throw fail('FLEET_BAD_REQUEST', `${model} was removed from device ${device.id}; name the version to deploy in "version"`);
+    const current = entry?.version ?? reportedVersion(device, model);
     const fromRollout = ctx.previousVersionOf(device.id, model);
     if (fromRollout !== null && fromRollout !== current) return fromRollout;
     const below = current === null ? undefined : registry.listVersions(model).filter((v) => v.version < current).at(-1);

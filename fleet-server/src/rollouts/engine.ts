@@ -376,7 +376,9 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
       return engine.get(id);
     },
     onStored(kind, deviceId, message) {
-      if (stopped || kind !== 'events') return;
+      // Recorded even while the fleet stops: the event is stored and acknowledged, so the device never sends it
+      // again (the evaluation it would trigger is skipped when stopped; the next start's tick does it).
+      if (kind !== 'events') return;
       const event = message as MessageOf<'events'>;
       if (event.kind !== 'update.transition') return;
       try {

@@ -37,7 +37,8 @@ export type RolloutAction = 'pause' | 'resume' | 'abort' | 'rollback';
 export const ACTIONS: { readonly [A in RolloutAction]: { from: readonly RolloutState[]; to: RolloutState } } = {
   pause: { from: ['running'], to: 'paused' },
   resume: { from: ['paused'], to: 'running' },
-  abort: { from: ['scheduled', 'running', 'paused'], to: 'aborted' },
+  // From halted too: a rollback waiting for a device that never returns must not block the model for ever.
+  abort: { from: ['scheduled', 'running', 'paused', 'halted'], to: 'aborted' },
   rollback: { from: ['scheduled', 'running', 'paused', 'halted', 'completed'], to: 'halted' },
 };
 
