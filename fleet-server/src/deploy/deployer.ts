@@ -221,6 +221,8 @@ export function createDeployer(deps: DeployerDeps): Deployer {
     const now = clock.now();
     const touched = new Set<string>();
     for (const e of store.expiringBy(isoAt(now + ttlMs / 2))) {
+      // A revoked device gets nothing new signed: its entries expire, as the freeze protection intends.
+      if (devices.get(e.deviceId)?.revokedAt != null) continue;
       // A new counter for the same version and sha256: the agent accepts it as fresher metadata, not as a change.
       const fields = { model: e.model, version: e.version, sha256: e.sha256, size: e.size, manifest: e.manifest, deployment: store.nextDeployment(), expires: isoAt(now + ttlMs), removed: e.removed };
       store.upsert({ ...e, ...fields, signature: sign(e.deviceId, fields), updatedAt: isoAt(now) });

@@ -65,7 +65,7 @@ export interface DesiredStore {
   devicesWithRevision(): string[];
   /** Entries that expire at or before `iso`. */
   expiringBy(iso: string): DesiredEntry[];
-  /** The thresholds JSON a rollout sends its devices, or undefined for an unknown rollout. */
+  /** The thresholds JSON a rollout under way sends its devices, or undefined for an unknown or finished rollout. */
   rolloutThresholds(rolloutId: string): Record<string, unknown> | undefined;
 }
 
@@ -90,7 +90,10 @@ export function createDesiredStore(db: Db): DesiredStore {
   const unpublished = db.prepare<[], { device_id: string }>('SELECT device_id FROM desired_revision WHERE published_at IS NULL ORDER BY device_id');
   const withRevision = db.prepare<[], { device_id: string }>('SELECT device_id FROM desired_revision ORDER BY device_id');
   const expiring = db.prepare<[string], EntryRow>('SELECT * FROM device_desired WHERE expires <= ? ORDER BY device_id, model');
-  const thresholds = db.prepare<[string], { thresholds: string }>('SELECT thresholds FROM rollouts WHERE id = ?');
+  // Only a rollout still under way sets thresholds: a finished one's must not override a running one's.
+  const thresholds = db.prepare<[string], { thresholds: string }>(
+    "SELECT thresholds FROM rollouts WHERE id = ? AND state IN ('scheduled', 'running', 'paused', 'halted')",
+  );
 
   return {
     nextDeployment: () => {

@@ -148,6 +148,12 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
     const online = new Set(devices.list().filter((d) => d.online).map((d) => d.id));
     for (const d of store.devices(r.id)) {
       if (d.state === 'waiting' || d.state === 'rolled_back') continue;
+      // A device a newer rollout (or an operator) has taken over since is left to it: rolling it back would fight it.
+      const current = deployer.entry(d.deviceId, r.model);
+      if (current && !current.removed && current.rolloutId !== r.id) {
+        setDevice(r, d, { state: 'rolled_back', reason: 'superseded', detail: `now deployed by ${current.rolloutId ?? 'an operator'} (version ${current.version}); not rolled back` });
+        continue;
+      }
       const prev = d.previousVersion;
       if (d.state !== 'rolling_back') {
         try {
@@ -204,9 +210,11 @@ export function createRolloutEngine(deps: RolloutEngineDeps): RolloutEngine {
       case 'paused': {
         const online = new Set(devices.list().filter((d) => d.online && d.revokedAt === null).map((d) => d.id));
         const inStage = store.devices(r.id).filter((d) => d.stage === r.currentStage && d.state !== 'waiting');
-        const failed = inStage.filter((d) => d.state === 'failed').length;
-        if (overFailureThreshold(failed, inStage.length, r.maxFailurePct)) {
-          halt(r, `stage ${r.currentStage}: ${failed} of ${inStage.length} devices failed (maxFailurePct ${r.maxFailurePct})`);
+        // A device revoked since the rollout was created left the fleet: it says nothing about the model.
+        const judged = inStage.filter((d) => !(d.state === 'failed' && d.reason === 'FLEET_DEVICE_REVOKED'));
+        const failed = judged.filter((d) => d.state === 'failed').length;
+        if (overFailureThreshold(failed, judged.length, r.maxFailurePct)) {
+          halt(r, `stage ${r.currentStage}: ${failed} of ${judged.length} devices failed (maxFailurePct ${r.maxFailurePct})`);
           return true;
         }
         if (r.state === 'paused') return false;
