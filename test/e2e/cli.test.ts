@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -94,7 +94,7 @@ describe('outpost-agent command line', () => {
 });
 
 describe('npm start (the demo)', () => {
-  it('runs the fleet server, enrolls the agent, pushes the model, detects the sample and shows the fleet counting it', async () => {
+  it('runs the fleet server, enrolls the agent, deploys the model through a rollout, detects the sample and shows the fleet counting it', async () => {
     const data = tempDir();
     const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/fleet-server/src/demo.js'), '--once', '--port', '0'], {
       env: { ...process.env, OUTPOST_DEMO_DIR: data },
@@ -107,6 +107,11 @@ describe('npm start (the demo)', () => {
     const device = /enrolled as device (\S+)/.exec(r.stdout)?.[1];
     expect(device).toBeDefined();
     expect(r.stdout).toContain('pushed demo-shapes@1');
+    // Deployed by the real rollout path: the agent starts with an empty repository and commits after probation.
+    expect(r.stdout).toMatch(/\$ outpost rollouts create demo-shapes@1 --devices \S+ --probation 3s/);
+    expect(r.stdout).toMatch(new RegExp(`${device}\\s+stage 1\\s+\\S+ → committed`));
+    expect(r.stdout).toMatch(/rollout ro-\S+\s+running → completed/);
+    expect(existsSync(path.join(data, 'demo-agent', 'models', 'demo-shapes', '1', 'model.onnx'))).toBe(true);
     const truth = JSON.parse(readFileSync(path.join(GENERATED_SAMPLES, 'shapes.json'), 'utf8')) as { objects: { label: string }[] };
     expect(r.stdout.match(/box x1=/g)?.length).toBe(truth.objects.length);
     // The fleet saw the device online and counted the one request the demo made, through MQTT telemetry.
