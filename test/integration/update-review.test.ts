@@ -141,6 +141,16 @@ const reaches = (b: Box, states: string[], timeoutMs = 8_000) =>
     return r && states.includes(r.state) ? r : undefined;
   }, `simple update reaches ${states.join('|')} (now ${latest(b)?.state ?? 'none'})`, timeoutMs);
 const stop = (b: Box) => (b as Box & { stop(): Promise<void> }).stop();
+/**
+ * An in-process agent cannot be SIGKILLed: stopped, then its graceful-stop mark is cleared, which leaves the database
+ * as a kill -9 would (test/e2e/update-crash.test.ts does it with real processes).
+ */
+async function crash(b: Box): Promise<void> {
+  await stop(b);
+  const db = openDatabase(path.join(b.dataDir, 'agent.db'));
+  db.prepare('UPDATE updates SET clean_stop = 0').run();
+  db.close();
+}
 
 /** simple@1 committed on a fresh box. */
 async function boxOnV1(server: ArtifactServer): Promise<Box> {
@@ -257,13 +267,26 @@ describe('update machine review', () => {
     const a = await startBox(server.url);
     a.agent.updater.onDesired(desired(1, [entry(1, 1)], { probationSeconds: 600 }));
     await reaches(a, ['probation']);
-    await stop(a);
+    await crash(a);
     const b = await startBox(server.url, a.dataDir); // boot 1 on probation
-    await stop(b);
+    await crash(b);
     const c = await startBox(server.url, a.dataDir); // boot 2: crash loop → rolled back at boot
     expect(latest(c)).toMatchObject({ state: 'rolled_back', reason: 'crash_loop' });
     // The repository's version policy loads the rolled-back version again (its files were kept, the pointer is null).
     expect(c.agent.models.active('simple')?.version).toBeUndefined();
+  });
+
+  it('#6b graceful restarts during probation are not a crash loop: probation goes on', async () => {
+    const server = await serverForTest();
+    const a = await startBox(server.url);
+    a.agent.updater.onDesired(desired(1, [entry(1, 1)], { probationSeconds: 600 }));
+    const row = await reaches(a, ['probation']);
+    await stop(a);
+    const b = await startBox(server.url, a.dataDir);
+    await stop(b);
+    const c = await startBox(server.url, a.dataDir);
+    expect(c.agent.updater.store.get(row.id)).toMatchObject({ state: 'probation', probationBoots: 0 });
+    expect(c.agent.models.active('simple')?.version).toBe(1);
   });
 
   it('#7 a re-signed entry (same version, new counter: the fleet refresh job) does not roll back the version on probation', async () => {

@@ -83,6 +83,8 @@ const MIGRATIONS: readonly string[] = [
      detail TEXT,
      received_bytes INTEGER NOT NULL DEFAULT 0,
      probation_started_at INTEGER,
+     baseline_p95 REAL,                    -- the previous version's p95 at activation (latency judged after a restart too)
+     clean_stop INTEGER NOT NULL DEFAULT 0, -- 1: the agent stopped gracefully while this row was unfinished (not a crash)
      created_at INTEGER NOT NULL,
      updated_at INTEGER NOT NULL
    );

@@ -103,10 +103,10 @@ export class ProbationMonitor {
   }
 
   /** Starts judging `version` of `model` against `previous` (its p95 before staging, else so far, is the baseline). */
-  start(model: string, version: number, previous: number | null, policy: ProbationPolicy, startedAt = this.now()): void {
+  start(model: string, version: number, previous: number | null, policy: ProbationPolicy, startedAt = this.now(), kept: number | null = null): void {
     const base = previous === null ? undefined : this.rings.get(`${model}@${previous}`);
     const frozen = previous === null ? undefined : this.baselines.get(`${model}@${previous}`);
-    const baselineP95 = frozen ?? (base && base.count >= policy.minRequests ? base.p95() : null);
+    const baselineP95 = kept ?? frozen ?? (base && base.count >= policy.minRequests ? base.p95() : null);
     this.watches.set(model, { model, version, startedAt, policy, baselineP95, requests: 0, failures: 0, latency: new LatencyRing() });
   }
 

@@ -24,6 +24,8 @@ export interface UpdateRow {
   detail: string | null;
   receivedBytes: number;
   probationStartedAt: number | null;
+  /** The previous version's p95 (ms) when this version was activated; null when it had served too little. */
+  baselineP95: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -39,7 +41,7 @@ interface RawRow {
   id: number; model: string; version: number; sha256: string; size: number; deployment: number; rollout: string | null;
   entry: string; state: string; reported_state: string | null; previous_version: number | null; attempts: number;
   probation_boots: number; reason: string | null; detail: string | null; received_bytes: number;
-  probation_started_at: number | null; created_at: number; updated_at: number;
+  probation_started_at: number | null; baseline_p95: number | null; created_at: number; updated_at: number;
 }
 
 function toRow(r: RawRow): UpdateRow {
@@ -47,7 +49,7 @@ function toRow(r: RawRow): UpdateRow {
     id: r.id, model: r.model, version: r.version, sha256: r.sha256, size: r.size, deployment: r.deployment, rollout: r.rollout,
     entry: JSON.parse(r.entry) as DesiredModel, state: r.state as UpdateState, reportedState: r.reported_state as UpdateState | null,
     previousVersion: r.previous_version, attempts: r.attempts, probationBoots: r.probation_boots, reason: r.reason as UpdateReason | null,
-    detail: r.detail, receivedBytes: r.received_bytes, probationStartedAt: r.probation_started_at, createdAt: r.created_at, updatedAt: r.updated_at,
+    detail: r.detail, receivedBytes: r.received_bytes, probationStartedAt: r.probation_started_at, baselineP95: r.baseline_p95, createdAt: r.created_at, updatedAt: r.updated_at,
   };
 }
 
@@ -160,16 +162,28 @@ export class UpdateStore {
     ).run(model, active, previous, this.now());
   }
 
-  /** One more start of this deployment (first run or a resume at boot); the loop guard reads it. */
+  /**
+   * One more start of this deployment (first run or a resume at boot); the loop guard reads it. A resume after a
+   * graceful stop is not counted: only starts that a crash interrupted are.
+   */
   countAttempt(id: number): number {
-    this.db.prepare('UPDATE updates SET attempts = attempts + 1, updated_at = ? WHERE id = ?').run(this.now(), id);
+    this.db.prepare('UPDATE updates SET attempts = attempts + 1 - clean_stop, clean_stop = 0, updated_at = ? WHERE id = ?').run(this.now(), id);
     return this.get(id)!.attempts;
   }
 
-  /** The agent came up while this deployment was on probation: a crash-loop candidate. */
+  /** The agent came up while this deployment was on probation: a crash-loop candidate, unless it had stopped gracefully. */
   countProbationBoot(id: number): number {
-    this.db.prepare('UPDATE updates SET probation_boots = probation_boots + 1, probation_started_at = ?, updated_at = ? WHERE id = ?').run(this.now(), this.now(), id);
+    this.db.prepare('UPDATE updates SET probation_boots = probation_boots + 1 - clean_stop, clean_stop = 0, probation_started_at = ?, updated_at = ? WHERE id = ?').run(this.now(), this.now(), id);
     return this.get(id)!.probationBoots;
+  }
+
+  /** A graceful stop: the unfinished deployments' next boot is not a crash. */
+  markCleanStop(): void {
+    this.db.prepare(`UPDATE updates SET clean_stop = 1 WHERE state NOT IN ('committed', 'rolled_back', 'failed')`).run();
+  }
+
+  setBaseline(id: number, p95: number | null): void {
+    this.db.prepare('UPDATE updates SET baseline_p95 = ? WHERE id = ?').run(p95, id);
   }
 
   setReceived(id: number, bytes: number): void {

@@ -339,7 +339,9 @@ export class Updater {
 
   private startProbation(row: UpdateRow): void {
     const policy = this.policy();
-    this.monitor.start(row.model, row.version, this.previousOf(row), policy);
+    // After a restart the previous version has no latencies in this process: the baseline kept at activation serves.
+    this.monitor.start(row.model, row.version, this.previousOf(row), policy, undefined, row.baselineP95);
+    if (row.baselineP95 === null) this.store.setBaseline(row.id, this.monitor.progress(row.model)?.baselineP95 ?? null);
     this.judgeTimer ??= setInterval(() => this.judge(), JUDGE_INTERVAL_MS);
     this.judgeTimer.unref();
   }
@@ -502,6 +504,11 @@ export class Updater {
     if (this.judgeTimer) clearInterval(this.judgeTimer);
     this.judgeTimer = undefined;
     await this.loop?.catch(() => undefined);
+    try {
+      this.store.markCleanStop();
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'cannot record the graceful stop; the next boot counts as a crash');
+    }
   }
 }
 
