@@ -145,7 +145,8 @@ export class Updater {
   }
 
   /** Unloads a model the fleet removed (signed) and deletes its files; an update in progress for it ends first. */
-  private async remove(model: string): Promise<void> {
+  private async remove(entry: DesiredModel): Promise<void> {
+    const model = entry.name;
     const latest = this.store.latest(model);
     if (latest && !TERMINAL.has(latest.state)) {
       if (this.current?.id === latest.id) this.current.abort.abort(new StepError('operator', 'the fleet no longer wants this model'));
@@ -158,7 +159,14 @@ export class Updater {
     for (const v of this.deps.models.versionsOf(model) ?? []) await this.deps.models.unload(model, v.version).catch(() => undefined);
     rmSync(path.join(this.deps.config.modelRepository, model), { recursive: true, force: true });
     this.deps.log.warn({ model, was: pointer.active }, 'model removed: the fleet no longer wants it');
-    this.deps.events.emit({ kind: 'update.removed', severity: 'warn', message: `${model} removed: the fleet's desired state no longer names it`, data: { model, version: pointer.active } });
+    this.deps.events.emit({ kind: 'update.removed', severity: 'warn', message: `${model} removed by a signed removal from the fleet`, data: { model, version: pointer.active } });
+    if (pointer.active !== null) {
+      // The rollout that asked for the removal hears that the version it had installed is gone (rolled back to nothing).
+      this.deps.events.emit({
+        kind: 'update.transition', severity: 'warn', message: `${model}@${pointer.active} removed`,
+        data: { model, version: pointer.active, previousVersion: null, from: 'committed', to: 'rolled_back', deployment: entry.deployment, rollout: entry.rollout, reason: 'operator', detail: 'removed by the fleet' },
+      });
+    }
     this.changed();
   }
 
@@ -185,7 +193,7 @@ export class Updater {
     if (entry.remove) {
       // A signed removal (a rollout rolling back this box's first install of the model).
       this.store.raiseHighest(entry.name, entry.deployment);
-      this.fire(this.remove(entry.name), `removing ${entry.name}`);
+      this.fire(this.remove(entry), `removing ${entry.name}`);
       return;
     }
     const active = this.deps.models.active(entry.name);
