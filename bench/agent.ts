@@ -31,6 +31,7 @@ import type { PointResult } from './measure.js';
 import { parseOptions, type BenchOptions } from './options.js';
 import type { BareJob, BareResult, LoadJob, LoadResult, ResponseCheck } from './protocol.js';
 import { renderMarkdown, type AgentReport, type BenchReport, type ImageInfo, type OverheadRow, type Row } from './report.js';
+import { publishReport } from './results-file.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.resolve(HERE, '..');
@@ -223,15 +224,10 @@ async function main(): Promise<number> {
     drift, loadAverageAtEnd: loadAtEnd,
     memory: { demoOnlyAgentRssAtReadyMiB: demoOnly?.rssAtReadyMiB, demoOnlyAgentRssAfterWarmRequestsMiB: demoOnly?.rssAfterMiB, demoOnlyAgentPeakRssMiB: demoOnly?.peakRssMiB },
   };
-  const resultsDir = opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const json = JSON.stringify(report, null, 2);
-  const file = path.join(resultsDir, `agent-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, json);
-  writeFileSync(path.join(resultsDir, 'latest.json'), json);
-  process.stdout.write(renderMarkdown(report));
-  log(`JSON: ${path.relative(process.cwd(), file)} (and latest.json); wall clock ${report.wallClockS.toFixed(0)} s; ${report.ok ? 'OK' : `FAILED (${failures.length})`}`);
-  return report.ok ? 0 : 1;
+  return publishReport({
+    report, failures: failures.length, markdown: renderMarkdown(report), prefix: 'agent', latestName: 'latest.json', startedAt, log,
+    resultsDir: opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results'),
+  });
 }
 
 /** The project's generated models: makeModels into the temp dir, or a repository given on the command line. */

@@ -3,6 +3,7 @@ import type { FleetBenchOptions } from './fleet-options.js';
 import type { BrokerRun } from './fleet-scenario.js';
 import type { StepResult } from './fleet-load.js';
 import { round } from './stats.js';
+import { reportTail } from './results-file.js';
 
 /** The fleet section's result document (written as JSON) and its Markdown rendering. */
 
@@ -138,13 +139,6 @@ export function renderFleetMarkdown(r: FleetReport): string {
     out.push('');
   }
 
-  if (r.targets.length > 0) {
-    out.push('## Targets (issue 4)', '', '| Target | Subject | Measured | |', '|---|---|---|---|');
-    for (const t of r.targets) out.push(`| ${t.target} | ${t.subject} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`);
-    out.push('');
-  }
-  if (r.failures.length > 0) out.push('## FAILURES', '', ...r.failures.map((x) => `- ${x}`), '');
-  if (r.warnings.length > 0) out.push('## Warnings', '', ...r.warnings.map((x) => `- ${x}`), '');
-  if (r.notes.length > 0) out.push('## Notes', '', ...r.notes.map((x) => `- ${x}`), '');
+  out.push(...reportTail(r, 'Targets (issue 4)'));
   return `${out.join('\n')}\n`;
 }

@@ -14,7 +14,7 @@
  * fleet-latest.json. Exit 1 when an acknowledged message was not stored, the fleet rejected a bench message,
  * or a broker run failed.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,7 @@ import { DISTURBED_OTHER_CPU_PCT, renderFleetMarkdown, type FleetEnvironment, ty
 import { runBroker, type BrokerRun } from './fleet-scenario.js';
 import { evaluateTargets } from './fleet-targets.js';
 import { benchOutbox, type OutboxBenchRow } from './outbox.js';
+import { publishReport } from './results-file.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.resolve(HERE, '..');
@@ -111,15 +112,10 @@ async function main(): Promise<number> {
     startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(), wallClockS: (performance.now() - benchStart) / 1000,
     options: opts, environment, outbox, runs, targets,
   };
-  const resultsDir = opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const json = JSON.stringify(report, null, 2);
-  const file = path.join(resultsDir, `fleet-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, json);
-  writeFileSync(path.join(resultsDir, 'fleet-latest.json'), json);
-  process.stdout.write(renderFleetMarkdown(report));
-  log(`JSON: ${path.relative(process.cwd(), file)} (and fleet-latest.json); wall clock ${report.wallClockS.toFixed(0)} s; ${report.ok ? 'OK' : `FAILED (${failures.length})`}`);
-  return report.ok ? 0 : 1;
+  return publishReport({
+    report, failures: failures.length, markdown: renderFleetMarkdown(report), prefix: 'fleet', latestName: 'fleet-latest.json', startedAt, log,
+    resultsDir: opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results'),
+  });
 }
 
 /** The first of --temp, os.tmpdir(), /var/tmp that is not a RAM file system (fsync must cost what it costs). */

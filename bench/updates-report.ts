@@ -2,6 +2,7 @@ import type { RolloutCase } from './rollout-bench.js';
 import { round } from './stats.js';
 import type { SwapPhase, SwapResult } from './swap-bench.js';
 import type { UpdatesBenchOptions } from './updates-options.js';
+import { reportTail } from './results-file.js';
 
 /** The updates section's result document (written as JSON) and its Markdown rendering. */
 
@@ -121,14 +122,7 @@ export function renderUpdatesMarkdown(r: UpdatesReport): string {
     }
   }
 
-  if (r.targets.length > 0) {
-    out.push('## Targets (issue 5 item 12)', '', '| Target | Subject | Measured | |', '|---|---|---|---|');
-    for (const t of r.targets) out.push(`| ${t.target} | ${t.subject} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`);
-    out.push('');
-  }
-  if (r.failures.length > 0) out.push('## FAILURES', '', ...r.failures.map((x) => `- ${x}`), '');
-  if (r.warnings.length > 0) out.push('## Warnings', '', ...r.warnings.map((x) => `- ${x}`), '');
-  if (r.notes.length > 0) out.push('## Notes', '', ...r.notes.map((x) => `- ${x}`), '');
+  out.push(...reportTail(r, 'Targets (issue 5 item 12)'));
   out.push(r.ok ? '**Result: OK** — every rollout completed with every device committed, every download matched its signed hash, and no request failed during the swaps.' : '**Result: FAILED** (see above)');
   return `${out.join('\n')}\n`;
 }

@@ -14,7 +14,7 @@
  * a baseline download failed, or a request during the swap part was not 2xx or answered wrongly. A missed
  * target is reported in the Targets table; it does not fail the run.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,7 @@ import { buildHeavyVersions, HEAVY_MODEL, runRolloutCase, type RolloutCase } fro
 import { runSwap, type SwapResult } from './swap-bench.js';
 import { parseUpdatesOptions, type UpdatesBenchOptions } from './updates-options.js';
 import { renderUpdatesMarkdown, type TargetCheck, type UpdatesEnvironment, type UpdatesReport } from './updates-report.js';
+import { publishReport } from './results-file.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.resolve(HERE, '..');
@@ -101,15 +102,10 @@ async function main(): Promise<number> {
     startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(), wallClockS: (performance.now() - benchStart) / 1000,
     options: opts, environment, model, rollouts, swap, targets,
   };
-  const resultsDir = opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results');
-  mkdirSync(resultsDir, { recursive: true });
-  const json = JSON.stringify(report, null, 2);
-  const file = path.join(resultsDir, `updates-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, json);
-  writeFileSync(path.join(resultsDir, 'updates-latest.json'), json);
-  process.stdout.write(renderUpdatesMarkdown(report));
-  log(`JSON: ${path.relative(process.cwd(), file)} (and updates-latest.json); wall clock ${report.wallClockS.toFixed(0)} s; ${report.ok ? 'OK' : `FAILED (${failures.length})`}`);
-  return report.ok ? 0 : 1;
+  return publishReport({
+    report, failures: failures.length, markdown: renderUpdatesMarkdown(report), prefix: 'updates', latestName: 'updates-latest.json', startedAt, log,
+    resultsDir: opts.resultsDir ? path.resolve(opts.resultsDir) : path.join(ROOT, 'bench/results'),
+  });
 }
 
 function evaluateTargets(opts: UpdatesBenchOptions, rollouts: RolloutCase[], swap: SwapResult | undefined): TargetCheck[] {

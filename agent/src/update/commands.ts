@@ -1,5 +1,7 @@
+import { rmSync } from 'node:fs';
 import os from 'node:os';
-import type { CmdMessage } from '../../../shared/src/mqtt/messages.js';
+import path from 'node:path';
+import type { CmdMessage, DesiredModel } from '../../../shared/src/mqtt/messages.js';
 import type { CommandOutcome } from '../link/handlers/index.js';
 import { AGENT_VERSION } from '../version.js';
 import { installedVersion } from './install.js';
@@ -12,7 +14,7 @@ import { checkDeployment, safeVersionDir } from './verify.js';
 const TRANSIENT = new Set(['download_failed', 'disk_full', 'disk_budget', 'loop_guard', 'internal']);
 
 /**
- * The fleet's commands (cmd topic) that touch the update machine:
+ * The fleet's commands (cmd topic) that touch the update machine, and the signed removal of a model:
  * - rollback {model}: the version on probation rolls back; a committed one gives way to the previous version
  *   kept on disk (the rolled-back version stays on disk as the new "previous", so a roll forward is as quick).
  * - reload {}: re-reads the saved desired state, and retries deployments that failed for a transient reason.
@@ -93,4 +95,30 @@ export function retryTransient(u: Updater, reasons: ReadonlySet<string>): number
   }
   u.reconcile();
   return retried;
+}
+
+/** Unloads a model the fleet removed (signed) and deletes its files; an update in progress for it ends first. */
+export async function removeModel(u: Updater, entry: DesiredModel): Promise<void> {
+  const model = entry.name;
+  const latest = u.store.latest(model);
+  if (latest && !TERMINAL.has(latest.state)) {
+    if (u.current?.id === latest.id) u.current.abort.abort(new StepError('operator', 'the fleet no longer wants this model'));
+    else if (SERVING_NEW.has(latest.state)) await u.rollback(latest, 'operator', 'the fleet no longer wants this model');
+    else if (latest.state !== 'rolling_back') u.move(latest, 'failed', { reason: 'operator', detail: 'the fleet no longer wants this model' });
+  }
+  const pointer = u.store.pointer(model);
+  if (!pointer || (pointer.active === null && pointer.previous === null)) return;
+  u.store.setPointer(model, null, null);
+  for (const v of u.deps.models.versionsOf(model) ?? []) await u.deps.models.unload(model, v.version).catch(() => undefined);
+  rmSync(path.join(u.deps.config.modelRepository, model), { recursive: true, force: true });
+  u.deps.log.warn({ model, was: pointer.active }, 'model removed: the fleet no longer wants it');
+  u.deps.events.emit({ kind: 'update.removed', severity: 'warn', message: `${model} removed by a signed removal from the fleet`, data: { model, version: pointer.active } });
+  if (pointer.active !== null) {
+    // The rollout that asked for the removal hears that the version it had installed is gone (rolled back to nothing).
+    u.deps.events.emit({
+      kind: 'update.transition', severity: 'warn', message: `${model}@${pointer.active} removed`,
+      data: { model, version: pointer.active, previousVersion: null, from: 'committed', to: 'rolled_back', deployment: entry.deployment, rollout: entry.rollout, reason: 'operator', detail: 'removed by the fleet' },
+    });
+  }
+  u.changed();
 }

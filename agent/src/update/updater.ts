@@ -11,13 +11,13 @@ import type { AgentMetrics } from '../metrics/agent-metrics.js';
 import type { Db } from '../storage/database.js';
 import type { RequestObservation } from '../telemetry/types.js';
 import { collectGarbage, installedVersion, removeOrphanParts } from './install.js';
-import { ProbationMonitor, probationPolicy, type ProbationPolicy } from './probation.js';
+import { ProbationMonitor, probationPolicy } from './probation.js';
 import { SERVING_NEW, TERMINAL, type UpdateReason, type UpdateState } from './states.js';
 import { download, partFile, stage, stagingDir, StepError, testFaultHook, verifyAndInstall, waitForWindow, type StepDeps } from './steps.js';
 import { TransitionReporter } from './reporter.js';
 import { bootSelection, UpdateStore, type UpdateRow } from './update-store.js';
 import { checkDeployment, safeVersionDir } from './verify.js';
-import { runCommand } from './commands.js';
+import { removeModel, runCommand } from './commands.js';
 
 export interface UpdaterDeps {
   config: AgentConfig;
@@ -144,31 +144,7 @@ export class Updater {
     this.kick();
   }
 
-  /** Unloads a model the fleet removed (signed) and deletes its files; an update in progress for it ends first. */
-  private async remove(entry: DesiredModel): Promise<void> {
-    const model = entry.name;
-    const latest = this.store.latest(model);
-    if (latest && !TERMINAL.has(latest.state)) {
-      if (this.current?.id === latest.id) this.current.abort.abort(new StepError('operator', 'the fleet no longer wants this model'));
-      else if (SERVING_NEW.has(latest.state)) await this.rollback(latest, 'operator', 'the fleet no longer wants this model');
-      else if (latest.state !== 'rolling_back') this.move(latest, 'failed', { reason: 'operator', detail: 'the fleet no longer wants this model' });
-    }
-    const pointer = this.store.pointer(model);
-    if (!pointer || (pointer.active === null && pointer.previous === null)) return;
-    this.store.setPointer(model, null, null);
-    for (const v of this.deps.models.versionsOf(model) ?? []) await this.deps.models.unload(model, v.version).catch(() => undefined);
-    rmSync(path.join(this.deps.config.modelRepository, model), { recursive: true, force: true });
-    this.deps.log.warn({ model, was: pointer.active }, 'model removed: the fleet no longer wants it');
-    this.deps.events.emit({ kind: 'update.removed', severity: 'warn', message: `${model} removed by a signed removal from the fleet`, data: { model, version: pointer.active } });
-    if (pointer.active !== null) {
-      // The rollout that asked for the removal hears that the version it had installed is gone (rolled back to nothing).
-      this.deps.events.emit({
-        kind: 'update.transition', severity: 'warn', message: `${model}@${pointer.active} removed`,
-        data: { model, version: pointer.active, previousVersion: null, from: 'committed', to: 'rolled_back', deployment: entry.deployment, rollout: entry.rollout, reason: 'operator', detail: 'removed by the fleet' },
-      });
-    }
-    this.changed();
-  }
+
 
   /** Runs a background step of the machine, logging instead of letting an error reach the process. */
   private fire(p: Promise<unknown>, what: string): void {
@@ -193,7 +169,7 @@ export class Updater {
     if (entry.remove) {
       // A signed removal (a rollout rolling back this box's first install of the model).
       this.store.raiseHighest(entry.name, entry.deployment);
-      this.fire(this.remove(entry), `removing ${entry.name}`);
+      this.fire(removeModel(this, entry), `removing ${entry.name}`);
       return;
     }
     const active = this.deps.models.active(entry.name);
@@ -304,7 +280,7 @@ export class Updater {
       }
       if (row.state === 'staging') {
         this.steps.fault?.('staging', row);
-        this.monitor.freezeBaseline(row.model, this.deps.models.active(row.model)?.version, this.policy().minRequests);
+        this.monitor.freezeBaseline(row.model, this.deps.models.active(row.model)?.version, probationPolicy(this.deps.config.update, this.desired?.thresholds ?? {}).minRequests);
         await stage(this.steps, row);
         abort.signal.throwIfAborted();
         await waitForWindow(() => this.desired?.maintenanceWindow ?? null, abort.signal, (next) => {
@@ -346,7 +322,7 @@ export class Updater {
   }
 
   private startProbation(row: UpdateRow): void {
-    const policy = this.policy();
+    const policy = probationPolicy(this.deps.config.update, this.desired?.thresholds ?? {});
     // After a restart the previous version has no latencies in this process: the baseline kept at activation serves.
     this.monitor.start(row.model, row.version, this.previousOf(row), policy, undefined, row.baselineP95);
     if (row.baselineP95 === null) this.store.setBaseline(row.id, this.monitor.progress(row.model)?.baselineP95 ?? null);
@@ -354,18 +330,13 @@ export class Updater {
     this.judgeTimer.unref();
   }
 
-  /** The version this deployment would roll back to: after the flip the pointer's previous (written with it) is the truth. */
-  /** @internal commands.ts */
+  /** The version this deployment would roll back to: after the flip the pointer's previous is the truth (@internal commands.ts). */
   previousOf(row: UpdateRow): number | null {
     if (row.state === 'probation' || row.state === 'rolling_back' || row.state === 'committed') {
       const p = this.store.pointer(row.model);
       if (p && p.active === row.version) return p.previous;
     }
     return row.previousVersion !== row.version ? row.previousVersion : null;
-  }
-
-  private policy(): ProbationPolicy {
-    return probationPolicy(this.deps.config.update, this.desired?.thresholds ?? {});
   }
 
   private judge(): void {
@@ -476,7 +447,8 @@ export class Updater {
   }
 
   /** Writes the transition, then reports it (the event goes through the outbox; a crash in between re-sends it at boot). */
-  private move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
+  /** @internal commands.ts */
+  move(row: UpdateRow, to: UpdateState, fields: Parameters<UpdateStore['transition']>[2] = {}): UpdateRow {
     const moved = this.store.transition(row.id, to, fields);
     this.reporter.count(moved);
     this.reporter.transition(moved, row.state);
@@ -484,8 +456,13 @@ export class Updater {
     return moved;
   }
 
-  private changed(): void {
-    fireAndLog(() => this.deps.onChange?.(), this.deps.log, 'cannot refresh the reported state');
+  /** @internal commands.ts */
+  changed(): void {
+    try {
+      this.deps.onChange?.();
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'cannot refresh the reported state');
+    }
   }
 
   /** rollback / reload / diagnostics from the fleet's cmd topic. */
@@ -517,14 +494,5 @@ export class Updater {
     } catch (err) {
       this.deps.log.warn({ err: (err as Error).message }, 'cannot record the graceful stop; the next boot counts as a crash');
     }
-  }
-}
-
-/** Runs a side task whose failure must not disturb the machine (it is logged). */
-function fireAndLog(fn: () => void, log: Logger, message: string): void {
-  try {
-    fn();
-  } catch (err) {
-    log.warn({ err: (err as Error).message }, message);
   }
 }
