@@ -73,7 +73,7 @@ function deploymentOf(agent: EnrolledAgent, version: number, states: string[], t
   return eventually(() => {
     const row = agent.agent.updater.store.latest('simple');
     return row?.version === version && states.includes(row.state) ? row : undefined;
-  }, `${agent.device.deviceId}: simple@${version} reaches ${states.join('|')} (now ${JSON.stringify(agent.agent.updater.store.latest('simple')?.state)})`, timeoutMs);
+  }, `${agent.device.deviceId}: simple@${version} reaches ${states.join('|')} (now ${JSON.stringify(agent.agent.updater.store.recent(4).map((r) => ({ v: r.version, d: r.deployment, s: r.state, why: r.reason, rollout: r.rollout })))})`, timeoutMs);
 }
 
 async function expectV1Serves(agent: EnrolledAgent): Promise<void> {

@@ -32,9 +32,6 @@ export interface UpdaterDeps {
   onChange?: () => void;
 }
 
-/** Desired messages arriving within this many ms of each other are reconciled once, with the newest. */
-const DESIRED_COALESCE_MS = 50;
-
 /** How often a version on probation is judged (its commit time, error rate and p95), ms. */
 const JUDGE_INTERVAL_MS = 200;
 
@@ -56,7 +53,6 @@ export class Updater {
   current: { id: number; model: string; abort: AbortController } | undefined;
   private judgeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private reconcileTimer: NodeJS.Timeout | undefined;
   /** Set by boot(): before it, models are still loading and a desired state is only kept. */
   private booted = false;
   private markBooted: () => void = () => undefined;
@@ -115,14 +111,7 @@ export class Updater {
   onDesired(message: DesiredMessage): void {
     this.store.saveDesired(message);
     this.desired = message;
-    // Coalesced: after an outage the broker delivers every revision queued in the persistent session at once;
-    // only the newest is worth acting on (the older ones would start downloads that are superseded at once).
-    if (this.reconcileTimer) return;
-    this.reconcileTimer = setTimeout(() => {
-      this.reconcileTimer = undefined;
-      this.reconcile();
-    }, DESIRED_COALESCE_MS);
-    this.reconcileTimer.unref();
+    this.reconcile();
   }
 
   /** Telemetry observer: feeds probation. */
@@ -485,7 +474,6 @@ export class Updater {
   async stop(): Promise<void> {
     this.stopped = true;
     this.current?.abort.abort(new Error('agent stopping'));
-    clearTimeout(this.reconcileTimer);
     if (this.judgeTimer) clearInterval(this.judgeTimer);
     this.judgeTimer = undefined;
     await this.loop?.catch(() => undefined);
